@@ -1,0 +1,47 @@
+"""Ignite engines: the supervised trainer and the evaluators (Accuracy and Loss, optionally ConfusionMatrix)."""
+
+from __future__ import annotations
+
+import torch
+from ignite.engine import Engine, create_supervised_evaluator, create_supervised_trainer
+from ignite.metrics import Accuracy, ConfusionMatrix, Loss
+from torch import nn
+
+from .model import NUM_CLASSES
+
+
+def create_loss() -> nn.Module:
+    """The notebook's training criterion: cross-entropy summed over the batch (not averaged)."""
+    return nn.CrossEntropyLoss(reduction="sum")
+
+
+def create_trainer(
+    model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device | str = "cpu"
+) -> Engine:
+    """Ignite supervised trainer with the summed cross-entropy; its output is the batch's mean loss.
+
+    The criterion sums over the batch (the notebook's ``reduction="sum"``), so the gradient scale is the
+    notebook's; the engine's ``state.output`` is divided by the batch size so that progress bars and
+    ``TerminateOnNan`` see a per-sample loss, the unit every reported loss uses.
+    """
+    return create_supervised_trainer(
+        model,
+        optimizer,
+        create_loss(),
+        device=device,
+        non_blocking=True,
+        output_transform=lambda x, y, y_pred, loss: loss.item() / y.shape[0],
+    )
+
+
+def create_evaluator(model: nn.Module, device: torch.device | str = "cpu", confusion_matrix: bool = False) -> Engine:
+    """Ignite supervised evaluator computing ``accuracy`` and per-sample ``loss`` (and ``confusion_matrix``).
+
+    Ignite's ``Loss`` metric expects a mean-reduced criterion and weights it by the batch size itself, so it
+    gets ``CrossEntropyLoss()`` (mean), not the training criterion: feeding it ``reduction="sum"`` would
+    report losses ``batch_size`` times too large. Metrics are all-reduced across processes in distributed runs.
+    """
+    metrics = {"accuracy": Accuracy(device=device), "loss": Loss(nn.CrossEntropyLoss(), device=device)}
+    if confusion_matrix:
+        metrics["confusion_matrix"] = ConfusionMatrix(num_classes=NUM_CLASSES, device=device)
+    return create_supervised_evaluator(model, metrics=metrics, device=device, non_blocking=True)
