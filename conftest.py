@@ -35,3 +35,24 @@ def mnist_data(mnist_dir):
     return load_data(mnist_dir, download=False)
 
 
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(mnist_dir, tmp_path_factory) -> Path:
+    """``best_model.pt`` of a brief real-MNIST training run (one epoch of 300 iterations, about 90% accurate)."""
+    from ignite_lenet.config import TrainConfig
+    from ignite_lenet.train import run
+
+    out = tmp_path_factory.mktemp("trained")
+    run(TrainConfig(data_dir=str(mnist_dir), download=False, output_dir=str(out), epochs=1, epoch_length=300,
+                    progress=False))
+    return out / "best_model.pt"
+
+
+@pytest.fixture(scope="session")
+def exported(trained_checkpoint, mnist_dir, tmp_path_factory):
+    """Every export format of ``trained_checkpoint``, made and verified by the product's own export code."""
+    from ignite_lenet.export import FORMATS, export
+
+    out = tmp_path_factory.mktemp("exports")
+    return export(trained_checkpoint, out, FORMATS, data_dir=mnist_dir, download=False, log=lambda line: None)

@@ -17,7 +17,6 @@ from typing import Any
 import ignite
 import ignite.distributed as idist
 import torch
-from ignite.engine import Events
 from ignite.handlers import Checkpoint
 from ignite.utils import setup_logger
 

@@ -1,0 +1,87 @@
+"""The inference API on real MNIST: input forms, engines agreeing, clear errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from ignite_lenet.data import load_mnist, preprocess
+from ignite_lenet.inference import OnnxClassifier, TorchScriptClassifier, load_classifier, load_image
+
+
+@pytest.fixture(scope="module")
+def raw_test(mnist_dir):
+    images, labels = load_mnist(mnist_dir, "test", download=False)
+    return images[:300].numpy(), labels[:300].numpy()
+
+
+@pytest.fixture(scope="module")
+def onnx_clf(exported):
+    return OnnxClassifier(exported.files["onnx"])
+
+
+def test_every_accepted_input_form_gives_the_same_answer(onnx_clf, raw_test):
+    images, labels = raw_test  # (300, 28, 28) uint8
+    model_input = preprocess(images).numpy()  # (300, 1, 32, 32) float
+    reference_labels, reference_probs = onnx_clf.predict(model_input)
+    forms = {
+        "28x28 uint8": images,
+        "1x28x28 uint8": images[:, None],
+        "32x32 float": model_input[:, 0],
+        "28x28 float": images.astype(np.float32) / 255,
+        "torch tensor": torch.from_numpy(model_input),
+    }
+    for name, form in forms.items():
+        got_labels, got_probs = onnx_clf.predict(form)
+        agree = (got_labels == reference_labels).mean()
+        assert agree >= (1.0 if "uint8" in name or "32" in name or "torch" in name else 0.99), name
+    assert reference_probs.shape == (300, 10) and np.allclose(reference_probs.sum(1), 1, atol=1e-5)
+    assert (reference_labels == labels).mean() > 0.85
+
+
+def test_torchscript_classifier_has_the_same_interface_and_answers(exported, onnx_clf, raw_test):
+    images, _ = raw_test
+    ts = TorchScriptClassifier(exported.files["torchscript"])
+    ts_labels, ts_probs = ts.predict(images)
+    onnx_labels, onnx_probs = onnx_clf.predict(images)
+    assert (ts_labels == onnx_labels).all()
+    np.testing.assert_allclose(ts_probs, onnx_probs, atol=1e-5)
+    assert type(load_classifier(exported.files["torchscript"])) is TorchScriptClassifier
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros((2, 3, 32, 32), np.float32), "must have shape"),
+    (np.zeros((2, 64, 64), np.uint8), "must have shape"),
+    (np.zeros((32, 32), np.uint8), "must have shape"),
+    (np.zeros((2, 28, 28), np.int64), "uint8"),
+    (np.full((2, 28, 28), 255.0, np.float32), "scaled to \\[0, 1\\]"),
+])
+def test_wrong_shapes_and_dtypes_raise_value_error_naming_the_expected_shapes(onnx_clf, bad, message):
+    with pytest.raises(ValueError, match=message):
+        onnx_clf.predict(bad)
+
+
+def test_metadata_is_read_from_the_model(onnx_clf):
+    assert onnx_clf.class_names == tuple(str(d) for d in range(10))
+    assert onnx_clf.input_size == (32, 32) and onnx_clf.output_kind == "logits"
+
+
+def test_cuda_provider_without_a_cuda_build_is_a_clear_error(exported):
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has CUDA")
+    with pytest.raises(ValueError, match="no CUDA execution provider"):
+        OnnxClassifier(exported.files["onnx"], provider="cuda")
+
+
+def test_load_image_converts_rgb_resizes_and_detects_inversion(raw_test, tmp_path):
+    from PIL import Image
+
+    digit = raw_test[0][0]
+    Image.fromarray(255 - digit).convert("RGB").resize((112, 112)).save(tmp_path / "dark_on_light.png")
+    x, inverted = load_image(tmp_path / "dark_on_light.png")
+    assert inverted and x.shape == (1, 32, 32) and x.dtype == np.float32
+    reference = preprocess(digit[None]).numpy()[0]
+    assert np.abs(x - reference).mean() < 0.05  # same digit, through a 4x upscale and back
+    _, inverted = load_image(tmp_path / "dark_on_light.png", invert=False)
+    assert not inverted
