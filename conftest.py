@@ -10,6 +10,15 @@ import pytest
 ROOT = Path(__file__).resolve().parent
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Benchmarks only measure when asked (``--benchmark-only`` or ``--benchmark-enable``); a plain ``pytest``
+    runs each benchmark once, as a correctness test (pytest-benchmark's ``--benchmark-disable``)."""
+    option = config.option
+    if hasattr(option, "benchmark_disable") and not (option.benchmark_only or option.benchmark_enable):
+        option.benchmark_disable = True
+
+
 def _mnist_dir() -> Path | None:
     for candidate in (os.environ.get("IGNITE_LENET_DATA_DIR"), ROOT.parent / "shared" / "datasets"):
         if candidate and (Path(candidate) / "MNIST" / "raw").is_dir():

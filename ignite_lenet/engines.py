@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, create_supervised_evaluator, create_supervised_trainer
 from ignite.metrics import Accuracy, ConfusionMatrix, Loss
@@ -22,15 +23,18 @@ def create_trainer(
 
     The criterion sums over the batch (the notebook's ``reduction="sum"``), so the gradient scale is the
     notebook's; the engine's ``state.output`` is divided by the batch size so that progress bars and
-    ``TerminateOnNan`` see a per-sample loss, the unit every reported loss uses.
+    ``TerminateOnNan`` see a per-sample loss, the unit every reported loss uses (averaged over all processes
+    in a distributed run).
     """
+    def per_sample_loss(x: torch.Tensor, y: torch.Tensor, y_pred: torch.Tensor, loss: torch.Tensor) -> float:
+        if idist.get_world_size() > 1:
+            # every rank sees the same value, so TerminateOnNan stops all of them at the same iteration
+            # (a rank stopping alone would leave the others waiting in DDP's next all-reduce)
+            return idist.all_reduce(loss.detach().clone()).item() / (y.shape[0] * idist.get_world_size())
+        return loss.item() / y.shape[0]
+
     return create_supervised_trainer(
-        model,
-        optimizer,
-        create_loss(),
-        device=device,
-        non_blocking=True,
-        output_transform=lambda x, y, y_pred, loss: loss.item() / y.shape[0],
+        model, optimizer, create_loss(), device=device, non_blocking=True, output_transform=per_sample_loss
     )
 
 

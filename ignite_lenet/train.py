@@ -20,10 +20,10 @@ import torch
 from ignite.handlers import Checkpoint
 from ignite.utils import setup_logger
 
-from . import artifacts, handlers
+from . import artifacts, distributed, handlers
 from .cli import ArgumentParser, run_cli
 from .config import TrainConfig, add_config_arguments, config_from_args
-from .data import InMemoryLoader, load_data
+from .data import InMemoryLoader, ensure_mnist, load_data
 from .engines import create_evaluator, create_trainer
 from .model import INPUT_SHAPE, LeNet5, count_parameters, optimize_layout
 
@@ -95,6 +95,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         logger.info(f"note: {output_dir} holds an earlier run; starting over (use --resume to continue it)")
 
     started = time.perf_counter()
+    if rank == 0:  # one download, not one per process
+        ensure_mnist(cfg.data_dir, cfg.download)
+    idist.barrier()
     data = load_data(cfg.data_dir, cfg.download, cfg.val_source, cfg.val_size, cfg.train_eval_size).to(device)
     torch.manual_seed(cfg.seed)
     model = idist.auto_model(optimize_layout(LeNet5()).to(device), sync_bn=False)
@@ -166,7 +169,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         )
     training_time = time.perf_counter() - started
 
-    # the test set, once, with the best epoch's weights
+    # the test set, once, with the best epoch's weights (rank 0 wrote them: wait until it has)
+    idist.barrier()
     best_model, best_info = artifacts.load_best_model(output_dir / artifacts.BEST_MODEL, map_location=device)
     tester = create_evaluator(optimize_layout(best_model), device, confusion_matrix=True)
     metrics = tester.run(test_loader).metrics
@@ -203,8 +207,15 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def run(cfg: TrainConfig) -> dict[str, Any]:
-    """Train as ``cfg`` says and return the final metrics (also written to ``metrics.json``)."""
-    return train(cfg)
+    """Train as ``cfg`` says and return the final metrics (also written to ``metrics.json``).
+
+    With ``--backend`` or under torchrun the job is data-parallel (``distributed.launch``); processes spawned
+    here report back through ``metrics.json``, written by rank 0.
+    """
+    if not distributed.requested(cfg):
+        return train(cfg)
+    result = distributed.launch(train, cfg)
+    return result if result is not None else artifacts.read_json(Path(cfg.output_dir) / artifacts.METRICS)
 
 
 def main(argv: list[str] | None = None) -> int:

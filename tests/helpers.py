@@ -1,7 +1,9 @@
 """Helpers for tests that run the command lines in subprocesses."""
 
 import os
+import shutil
 import sys
+from pathlib import Path
 
 PYTHON = sys.executable
 
@@ -9,3 +11,16 @@ PYTHON = sys.executable
 def python_env() -> dict[str, str]:
     """The test's environment, unbuffered."""
     return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def truncated_mnist_copy(mnist_dir: Path, dest: Path) -> Path:
+    """A copy of the MNIST directory whose test-label file is cut short (a corrupt download)."""
+    from ignite_lenet.data import raw_dir
+
+    raw = raw_dir(dest)
+    raw.mkdir(parents=True)
+    for path in raw_dir(mnist_dir).iterdir():
+        shutil.copy(path, raw / path.name)
+    target = raw / "t10k-labels-idx1-ubyte"
+    target.write_bytes(target.read_bytes()[:5000])
+    return dest

@@ -1,13 +1,11 @@
 """``python -m ignite_lenet.train`` as a user runs it: help, a tiny real run, and one-line errors (exit 2)."""
 
-import shutil
 import subprocess
 
 import pytest
 
-from helpers import PYTHON, python_env
+from helpers import PYTHON, python_env, truncated_mnist_copy
 from ignite_lenet import artifacts
-from ignite_lenet.data import raw_dir
 from ignite_lenet.train import main
 
 
@@ -41,16 +39,6 @@ def test_bad_input_in_a_subprocess_is_one_line_without_traceback(tmp_path):
     assert done.stderr.count("\n") == 1 and "not found" in done.stderr and "Traceback" not in done.stderr
 
 
-def _corrupt_copy(mnist_dir, tmp_path):
-    raw = raw_dir(tmp_path)
-    raw.mkdir(parents=True)
-    for path in raw_dir(mnist_dir).iterdir():
-        shutil.copy(path, raw / path.name)
-    target = raw / "t10k-labels-idx1-ubyte"
-    target.write_bytes(target.read_bytes()[:5000])
-    return tmp_path
-
-
 @pytest.mark.parametrize(
     "args, expected",
     [
@@ -66,7 +54,7 @@ def _corrupt_copy(mnist_dir, tmp_path):
     ],
 )
 def test_user_mistakes_exit_2_with_one_line(args, expected, tmp_path, mnist_dir, capsys):
-    corrupt = _corrupt_copy(mnist_dir, tmp_path / "corrupt") if "{corrupt}" in args else None
+    corrupt = truncated_mnist_copy(mnist_dir, tmp_path / "corrupt") if "{corrupt}" in args else None
     args = [a.format(tmp=tmp_path, corrupt=corrupt) for a in args]
     if "--data-dir" not in args:
         args += ["--data-dir", str(mnist_dir), "--no-download"]

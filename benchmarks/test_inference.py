@@ -1,0 +1,135 @@
+"""Inference latency and throughput: eager, TorchScript, torch.export, torch.compile, ONNX Runtime (fp32, int8).
+
+    pytest benchmarks/ --benchmark-only --benchmark-json benchmarks/results/<machine>.json
+    python -m ignite_lenet.bench_report benchmarks/results/*.json
+
+Every case runs real MNIST test images already on the device, after a warm-up, under
+``torch.inference_mode()``; CUDA cases synchronize inside the timed call. Batch 1 is measured with one CPU
+thread and with all cores; larger batches with all cores. Models come from the product's own export code
+(the ``exported`` fixture trains a small model on real MNIST and exports it).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from bench_utils import DEVICES, record
+from ignite_lenet.artifacts import load_best_model
+from ignite_lenet.data import load_mnist, preprocess
+from ignite_lenet.export import FILE_NAMES, export
+from ignite_lenet.model import optimize_layout
+
+ALL_CORES = torch.get_num_threads()
+TORCH_ENGINES = ("eager", "torchscript", "torch-export", "torch-compile")
+ORT_ENGINES = ("onnxruntime", "onnxruntime-int8")
+
+
+def _cases():
+    for device in DEVICES:
+        name = getattr(device, "values", [device])[0]
+        marks = getattr(device, "marks", ())
+        batches = (1, 64, 1024, 8192) if name == "cuda" else (1, 64, 1024)
+        for batch in batches:
+            threads = (1, ALL_CORES) if batch == 1 and name == "cpu" and ALL_CORES > 1 else (ALL_CORES,)
+            for t in threads:
+                for engine in TORCH_ENGINES + ORT_ENGINES:
+                    yield pytest.param(engine, name, batch, t, marks=marks, id=f"{engine}-{name}-b{batch}-t{t}")
+
+
+@pytest.fixture(scope="session")
+def bench_models(trained_checkpoint, mnist_dir, tmp_path_factory):
+    """fp32 exports in every format plus the int8 ONNX model, from the product's export code."""
+    out = tmp_path_factory.mktemp("bench_exports")
+    report = export(trained_checkpoint, out, tuple(FILE_NAMES), quantize="int8", data_dir=mnist_dir, download=False,
+                    log=lambda line: None)
+    return report.files
+
+
+@pytest.fixture(scope="session")
+def bench_images(mnist_dir) -> np.ndarray:
+    images, _ = load_mnist(mnist_dir, "test", download=False)
+    return preprocess(images).numpy()  # 10,000 images: every batch size fits
+
+
+def _torch_runner(engine: str, files, checkpoint, device: torch.device, benchmark):
+    if engine == "eager":
+        model, _ = load_best_model(checkpoint, map_location=device)
+        module = optimize_layout(model)
+    elif engine == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            module = torch.jit.load(str(files["torchscript"]), map_location=device)
+    elif engine == "torch-export":
+        module = torch.export.load(str(files["torch-export"])).module().to(device)
+    else:  # torch-compile
+        if benchmark.disabled:
+            pytest.skip("torch.compile takes ~30 s to compile on 2 cores; measured with --benchmark-only")
+        model, _ = load_best_model(checkpoint, map_location=device)
+        module = torch.compile(optimize_layout(model))
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            out = module(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return out
+
+    return run
+
+
+def _ort_runner(engine: str, files, device: str, threads: int):
+    import onnxruntime as ort
+
+    if engine == "onnxruntime-int8" and device == "cuda":
+        pytest.skip("int8 QDQ models target the CPU execution provider")
+    provider = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}[device]
+    if provider not in ort.get_available_providers():
+        pytest.skip(f"this onnxruntime build has no {provider} (install onnxruntime-gpu)")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    path = files["int8" if engine.endswith("int8") else "onnx"]
+    session = ort.InferenceSession(str(path), options, providers=[provider])
+    name = session.get_inputs()[0].name
+    if device == "cpu":
+        return lambda x: session.run(None, {name: x})[0]
+    binding = session.io_binding()
+
+    def run(x: ort.OrtValue) -> None:  # input already on the GPU; output stays there
+        binding.bind_ortvalue_input(name, x)
+        binding.bind_output(session.get_outputs()[0].name, "cuda")
+        session.run_with_iobinding(binding)
+        binding.synchronize_outputs()
+
+    return run
+
+
+@pytest.mark.parametrize("engine, device, batch_size, threads", list(_cases()))
+def test_inference(benchmark, engine, device, batch_size, threads, bench_models, bench_images, trained_checkpoint):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x_np = np.ascontiguousarray(bench_images[:batch_size])
+        if engine in ORT_ENGINES:
+            run = _ort_runner(engine, bench_models, device, threads)
+            if device == "cuda":
+                import onnxruntime as ort
+
+                x = ort.OrtValue.ortvalue_from_numpy(x_np, "cuda", 0)
+            else:
+                x = x_np
+        else:
+            dev = torch.device(device)
+            run = _torch_runner(engine, bench_models, trained_checkpoint, dev, benchmark)
+            x = torch.from_numpy(x_np).to(dev)
+        for _ in range(3):  # warm-up: allocations, compilation, kernel selection
+            run(x)
+        benchmark.group = f"inference {device} batch {batch_size} threads {threads}"
+        benchmark(run, x)
+        record(benchmark, images=batch_size, engine=engine, device=device, batch_size=batch_size, threads=threads,
+               kind="inference")
+    finally:
+        torch.set_num_threads(previous)
