@@ -112,8 +112,68 @@ def _batch_dim() -> Any:
 # --- writers: each writes `path` (a temporary name) and returns a callable running the reloaded export ---------
 
 
+NCHWC_BLOCK = 8  # ONNX Runtime's blocked conv layout on AVX2 CPUs groups channels by 8
+
+
+def pad_conv_channels(proto: Any, multiple: int = NCHWC_BLOCK) -> int:
+    """Pad convolutions whose channel count is not a multiple of ``multiple`` with zero filters, in place.
+
+    ONNX Runtime runs convolutions in a blocked layout (NCHWc) only when the channels come in blocks of 8;
+    LeNet-5's conv1 has 6 filters, so its output went back to NCHW for a slow generic average pooling (a
+    quarter of the batch-1024 time). Two zero filters on conv1 (bias 0) and two zero input channels on conv2
+    keep the whole convolution stack blocked and change no output: the extra channels are multiplied by zero
+    weights. Only a Conv whose output reaches the next Conv through channel-wise ops (activations, pooling)
+    is padded. Returns how many convolutions were padded.
+    """
+    import numpy as np
+    from onnx import numpy_helper
+
+    channelwise = {"Tanh", "Relu", "Sigmoid", "AveragePool", "MaxPool"}
+    initializers = {t.name: t for t in proto.graph.initializer}
+    consumers: dict[str, list[Any]] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def next_conv(node: Any) -> Any:
+        while True:
+            users = consumers.get(node.output[0], [])
+            if len(users) != 1:
+                return None
+            node = users[0]
+            if node.op_type == "Conv":
+                return node
+            if node.op_type not in channelwise:
+                return None
+
+    def pad(name: str, axis: int, size: int) -> None:
+        array = numpy_helper.to_array(initializers[name])
+        widths = [(0, 0)] * array.ndim
+        widths[axis] = (0, size - array.shape[axis])
+        initializers[name].CopyFrom(numpy_helper.from_array(np.pad(array, widths), name))
+
+    padded = 0
+    for node in [n for n in proto.graph.node if n.op_type == "Conv"]:
+        following = next_conv(node)
+        weight = initializers.get(node.input[1])
+        if following is None or weight is None or len(node.input) < 3 or node.input[2] not in initializers:
+            continue
+        channels = weight.dims[0]
+        size = -(-channels // multiple) * multiple
+        if size == channels or following.input[1] not in initializers:
+            continue
+        pad(node.input[1], 0, size)
+        pad(node.input[2], 0, size)
+        pad(following.input[1], 1, size)
+        padded += 1
+    if padded:
+        del proto.graph.value_info[:]  # intermediate shapes changed; let shape inference redo them
+    return padded
+
+
 def write_onnx(model: nn.Module, path: Path, metadata: dict[str, str], opset: int | None = None) -> None:
-    """Self-contained ONNX (weights inside, not external data), dynamic ``batch``, metadata, full checker pass."""
+    """Self-contained ONNX (weights inside, not external data), dynamic ``batch``, conv channels padded for
+    ONNX Runtime's blocked layout, metadata, full checker pass."""
     import onnx
 
     example = torch.zeros(2, *INPUT_SHAPE)
@@ -125,6 +185,8 @@ def write_onnx(model: nn.Module, path: Path, metadata: dict[str, str], opset: in
             dynamic_shapes={"x": {0: _batch_dim()}},
         )
     proto = program.model_proto
+    if pad_conv_channels(proto):
+        proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto, full_check=True)

@@ -52,6 +52,17 @@ def test_images_per_second_is_batch_over_median(measured):
             assert info["images_per_s"] == pytest.approx(info["images_per_round"] / bench["stats"]["median"])
 
 
+def test_training_rows_give_each_pipeline_and_the_ratios(measured, tmp_path):
+    rows = [r for r in load_rows(measured) if r.kind == "training"]
+    assert {r.engine for r in rows} == {"notebook", "memory-plain-model", "memory-plain-loop", "ignite"}
+    write_report(measured, tmp_path)
+    lines = (tmp_path / "REPORT.md").read_text().splitlines()
+    for r in rows:
+        notebook = next(n for n in rows if n.engine == "notebook" and n.batch_size == r.batch_size)
+        line = next(line for line in lines if f"| {r.batch_size} | {r.engine} |" in line)
+        assert f"| {r.images_per_s / notebook.images_per_s:.2f}x |" in line
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "not.json").write_text("{}")
     assert main([str(tmp_path / "not.json")]) == 2

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import pytest
 import torch
 
@@ -56,6 +57,11 @@ def test_onnx_is_one_self_contained_file_with_named_dynamic_io(exported):
     assert inp.name == "input" and dims(inp) == ["batch", 1, 32, 32]
     assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert out.name == "logits" and dims(out) == ["batch", 10]
+    # conv1's 6 filters are padded with zero filters to 8 (ONNX Runtime's blocked layout); outputs unchanged
+    shapes = {t.name: list(t.dims) for t in proto.graph.initializer}
+    assert shapes["conv1.weight"] == [8, 1, 5, 5] and shapes["conv2.weight"] == [16, 8, 5, 5]
+    weights = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    assert not weights["conv1.weight"][6:].any() and not weights["conv2.weight"][:, 6:].any()
 
 
 def test_metadata_travels_in_every_format(exported, trained_checkpoint):
