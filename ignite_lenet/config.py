@@ -20,6 +20,7 @@ DEFAULT_DATA_DIR = "data"
 DEVICES = ("auto", "cpu", "cuda")
 VAL_SOURCES = ("holdout", "test")
 BACKENDS = ("gloo", "nccl")
+SCHEDULES = ("cosine", "onecycle")
 
 
 def default_data_dir() -> str:
@@ -71,6 +72,16 @@ class TrainConfig:
     t_max: int = _opt(2, "CosineAnnealingLR T_max, in epochs (the scheduler steps once per epoch)")
     eta_min: float = _opt(1e-5, "CosineAnnealingLR minimum learning rate")
     seed: int = _opt(0, "random seed of the initial weights and the batch order")
+    # beyond the notebook (off by default)
+    schedule: str = _opt(
+        "cosine",
+        "learning-rate schedule: 'cosine' is the notebook's CosineAnnealingLR(--t-max, --eta-min) stepped per "
+        "epoch; 'onecycle' is OneCycleLR stepped per iteration, peaking at --lr after 15%% of the run",
+        choices=SCHEDULES,
+    )
+    augment: bool = _opt(
+        False, "train on randomly rotated (±10°), scaled (±10%%) and shifted (±2 px) images, a new draw each epoch"
+    )
     # run control
     output_dir: str = _opt(
         "runs/lenet5", "run directory for checkpoints, history, plots and metrics", metavar="DIR"
@@ -120,6 +131,8 @@ class TrainConfig:
             raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.val_source not in VAL_SOURCES:
             raise ValueError(f"--val-source must be one of {', '.join(VAL_SOURCES)}, got {self.val_source!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.backend is not None and self.backend not in BACKENDS:
             raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.nproc_per_node is not None and self.backend is None:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver, EarlyStopping, ProgressBar, TerminateOnNan
-from torch.optim.lr_scheduler import CosineAnnealingLR
+from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR
 
 from . import artifacts
 from .data import InMemoryLoader
@@ -111,6 +111,16 @@ def attach_lr_scheduler(
     """
     scheduler = CosineAnnealingLR(optimizer, T_max=t_max, eta_min=eta_min)
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: scheduler.step())
+    return scheduler
+
+
+def attach_one_cycle(
+    trainer: Engine, optimizer: torch.optim.Optimizer, max_lr: float, total_steps: int
+) -> OneCycleLR:
+    """``OneCycleLR`` stepped after every iteration: warm-up to ``max_lr`` over 15% of the steps, then cosine
+    annealing to ``max_lr / 2.5e5`` at the last one (``--schedule onecycle``)."""
+    scheduler = OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=0.15)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda: scheduler.step())
     return scheduler
 
 

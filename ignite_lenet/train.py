@@ -23,13 +23,13 @@ from ignite.utils import setup_logger
 from . import artifacts, distributed, handlers
 from .cli import ArgumentParser, run_cli
 from .config import TrainConfig, add_config_arguments, config_from_args
-from .data import InMemoryLoader, ensure_mnist, load_data
+from .data import InMemoryLoader, RandomAffine, ensure_mnist, load_data
 from .engines import create_evaluator, create_trainer
 from .model import INPUT_SHAPE, LeNet5, count_parameters, optimize_layout
 
 # Settings that shape the trajectory: a resumed run must use the checkpoint's values.
 RESUME_MUST_MATCH = ("batch_size", "lr", "t_max", "eta_min", "seed", "val_source", "val_size", "epoch_length",
-                     "sanity_check")
+                     "sanity_check", "schedule", "augment")
 
 
 class TrainingDiverged(ValueError):
@@ -59,7 +59,8 @@ def resolve_device(name: str) -> torch.device:
 
 def _check_resumable(cfg: TrainConfig, checkpoint: dict[str, Any], path: Path) -> None:
     saved = checkpoint.get("config", {})
-    for name in RESUME_MUST_MATCH:
+    # a one-cycle schedule spans the whole run: its length cannot change midway
+    for name in RESUME_MUST_MATCH + (("epochs",) if cfg.schedule == "onecycle" else ()):
         if name in saved and saved[name] != getattr(cfg, name):
             flag = "--" + name.replace("_", "-")
             raise ValueError(
@@ -107,7 +108,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     epoch_length = 1 if cfg.sanity_check else cfg.epoch_length
     eval_batches = 1 if cfg.sanity_check else None
     shard = {"rank": rank, "world_size": world_size}
-    train_loader = InMemoryLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, max_batches=epoch_length, **shard)
+    augment = RandomAffine() if cfg.augment else None
+    train_loader = InMemoryLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, max_batches=epoch_length,
+                                  augment=augment, **shard)
     train_eval_loader = InMemoryLoader(data.train_eval, cfg.eval_batch_size, max_batches=eval_batches, pad=False, **shard)
     val_loader = InMemoryLoader(data.val, cfg.eval_batch_size, max_batches=eval_batches, pad=False, **shard)
     test_loader = InMemoryLoader(data.test, cfg.eval_batch_size, pad=False, **shard)
@@ -124,7 +127,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     history = handlers.attach_history(
         trainer, train_evaluator, val_evaluator, optimizer, output_dir / artifacts.HISTORY if rank == 0 else None
     )
-    lr_scheduler = handlers.attach_lr_scheduler(trainer, optimizer, cfg.t_max, cfg.eta_min)
+    if cfg.schedule == "onecycle":
+        lr_scheduler = handlers.attach_one_cycle(trainer, optimizer, cfg.lr, cfg.epochs * len(train_loader))
+    else:
+        lr_scheduler = handlers.attach_lr_scheduler(trainer, optimizer, cfg.t_max, cfg.eta_min)
     to_save: dict[str, Any] = {
         "trainer": trainer,
         "model": model,

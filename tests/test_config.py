@@ -34,6 +34,7 @@ def test_every_flag_has_help():
         ({"val_size": 60000}, "--val-size"),
         ({"patience": 0}, "--patience"),
         ({"device": "tpu"}, "--device"),
+        ({"schedule": "linear"}, "--schedule"),
         ({"nproc_per_node": 2}, "--backend"),
     ],
 )

@@ -138,3 +138,32 @@ def test_divergence_is_reported_not_hidden(mnist_dir, tmp_path):
     # Adam's steps are lr-sized: at 1e38 the weights overflow and the loss turns NaN in a few iterations
     with pytest.raises(TrainingDiverged, match="lower --lr"):
         run(_cfg(mnist_dir, tmp_path, epochs=2, epoch_length=50, lr=1e38, eta_min=0.0))
+
+
+def test_augmented_one_cycle_run_is_reproducible_and_resumes_exactly_after_a_kill(mnist_dir, tmp_path):
+    flags = ["--epochs", "3", "--epoch-length", "50", "--augment", "--schedule", "onecycle", "--lr", "3e-3"]
+    reference = tmp_path / "reference"
+    assert main(["--data-dir", str(mnist_dir), "--no-download", "--output-dir", str(reference), "--no-progress",
+                 *flags]) == 0
+    lrs = artifacts.read_json(reference / artifacts.HISTORY)["lr"]
+    assert lrs[0] > lrs[1] > lrs[2] and lrs[2] < 1e-6  # past the warm-up, annealing to ~0 at the last step
+    with pytest.raises(ValueError, match="--epochs"):  # a one-cycle schedule cannot be stretched on resume
+        run(_cfg(mnist_dir, reference, epochs=4, epoch_length=50, augment=True, schedule="onecycle", lr=3e-3,
+                 resume=True))
+
+    interrupted = tmp_path / "interrupted"
+    args = ["-m", "ignite_lenet.train", "--data-dir", str(mnist_dir), "--no-download", "--output-dir",
+            str(interrupted), "--no-progress", *flags]
+    process = subprocess.Popen([PYTHON, *args], env=python_env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    checkpoint = interrupted / artifacts.TRAINING_CHECKPOINT
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert main([*args[2:], "--resume"]) == 0
+    assert _metrics_without_times(interrupted) == _metrics_without_times(reference)
+    final, expected = (_weights(d / artifacts.TRAINING_CHECKPOINT) for d in (interrupted, reference))
+    for name in expected:
+        assert torch.equal(final[name], expected[name]), name
