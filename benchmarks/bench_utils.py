@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 
 import onnxruntime
 import torch
 
 CUDA = torch.cuda.is_available()
+
+
 def _cuda_param():
     import pytest
 
@@ -17,6 +20,7 @@ def _cuda_param():
 DEVICES = ["cpu", _cuda_param()]
 
 
+@functools.cache
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:

@@ -95,7 +95,7 @@ def load_best_model(path: str | Path, map_location: str | torch.device = "cpu") 
     return model.to(map_location).eval(), checkpoint
 
 
-def _figure(figsize: tuple[float, float], ncols: int = 1):  # noqa: ANN202
+def new_figure(figsize: tuple[float, float], ncols: int = 1):  # noqa: ANN202
     import matplotlib
 
     matplotlib.use("Agg", force=True)  # files only, never a window
@@ -104,7 +104,7 @@ def _figure(figsize: tuple[float, float], ncols: int = 1):  # noqa: ANN202
     return plt.subplots(1, ncols, figsize=figsize, constrained_layout=True)
 
 
-def _save_figure(fig: Any, path: str | Path) -> Path:
+def save_figure(fig: Any, path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     try:
@@ -115,7 +115,7 @@ def _save_figure(fig: Any, path: str | Path) -> Path:
 
 def plot_curves(history: dict[str, Any], path: str | Path, best_epoch: int | None = None) -> Path:
     """Two panels, "Loss" and "Accuracy": train vs val per epoch, the best epoch marked."""
-    fig, (ax_loss, ax_acc) = _figure((10, 4), ncols=2)
+    fig, (ax_loss, ax_acc) = new_figure((10, 4), ncols=2)
     epochs = list(range(1, len(history["val"]["loss"]) + 1))
     panels = ((ax_loss, "loss", "Loss", "cross-entropy per sample"), (ax_acc, "accuracy", "Accuracy", "accuracy (%)"))
     for ax, key, title, ylabel in panels:
@@ -136,7 +136,7 @@ def plot_curves(history: dict[str, Any], path: str | Path, best_epoch: int | Non
 
         for ax in (ax_loss, ax_acc):
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_confusion_matrix(
@@ -144,7 +144,7 @@ def plot_confusion_matrix(
 ) -> Path:
     """Counts of true (rows) vs predicted (columns) classes, annotated, as a heat map."""
     cm = torch.as_tensor(matrix).cpu().long()
-    fig, ax = _figure((6.5, 5.5))
+    fig, ax = new_figure((6.5, 5.5))
     im = ax.imshow(cm.numpy(), cmap="Blues")
     fig.colorbar(im, ax=ax)
     n = len(CLASS_NAMES)
@@ -159,4 +159,4 @@ def plot_confusion_matrix(
             value = cm[i, j].item()
             ax.text(j, i, str(value), ha="center", va="center", fontsize=7,
                     color="white" if value > threshold else "black")
-    return _save_figure(fig, path)
+    return save_figure(fig, path)

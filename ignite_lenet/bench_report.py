@@ -15,7 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from .artifacts import atomic_write, _figure, _save_figure
+from .artifacts import atomic_write, new_figure, save_figure
 from .cli import ArgumentParser, run_cli
 
 ENGINE_ORDER = ("eager", "torchscript", "torch-export", "torch-compile", "onnxruntime", "onnxruntime-int8")
@@ -112,7 +112,7 @@ def training_table(rows: list[Row]) -> list[str]:
 
 def plot_throughput(rows: list[Row], path: Path) -> Path:
     """images/s against batch size (log-log), one line per engine and device (all-core rows)."""
-    fig, ax = _figure((8, 5))
+    fig, ax = new_figure((8, 5))
     inference = [r for r in rows if r.kind == "inference"]
     most_threads = {(r.machine, r.device): max(x.threads for x in inference if (x.machine, x.device) == (r.machine, r.device))
                     for r in inference}
@@ -132,12 +132,12 @@ def plot_throughput(rows: list[Row], path: Path) -> Path:
     ax.set_title("LeNet-5 inference throughput")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_latency(rows: list[Row], path: Path) -> Path:
     """Batch-1 median latency per engine, one bar group per device and thread count."""
-    fig, ax = _figure((8, 4.5))
+    fig, ax = new_figure((8, 4.5))
     batch1 = [r for r in rows if r.kind == "inference" and r.batch_size == 1]
     groups = sorted({(r.machine, r.device, r.threads) for r in batch1})
     engines = sorted({r.engine for r in batch1}, key=lambda e: _order(e, ENGINE_ORDER))
@@ -154,7 +154,7 @@ def plot_latency(rows: list[Row], path: Path) -> Path:
     ax.set_title("LeNet-5 single-image latency")
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def write_report(paths: list[str | Path], output_dir: str | Path) -> list[Path]:

@@ -164,13 +164,7 @@ def load_image(path: str | Path, size: tuple[int, int] = (32, 32), invert: bool 
         invert = bool(border.mean() > 127)
     if invert:
         array = 255 - array
-    x = torch.from_numpy(np.ascontiguousarray(array))[None, None]  # (1, 1, H, W) uint8
-    if tuple(x.shape[-2:]) != size:
-        from torchvision.transforms import InterpolationMode
-        from torchvision.transforms.v2 import functional as TF
-
-        x = TF.resize(x, list(size), interpolation=InterpolationMode.BILINEAR, antialias=True)
-    return (x.float() / 255)[0].numpy(), invert
+    return preprocess(torch.from_numpy(array)[None], size)[0].numpy(), invert  # training's resize and scaling
 
 
 def image_files(paths: list[str | Path]) -> list[Path]:

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +12,12 @@ PYTHON = sys.executable
 def python_env() -> dict[str, str]:
     """The test's environment, unbuffered."""
     return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -m module args...`` as a user types it, output captured as text."""
+    return subprocess.run([PYTHON, "-m", module, *args], env=python_env(), capture_output=True, text=True,
+                          timeout=300)
 
 
 def truncated_mnist_copy(mnist_dir: Path, dest: Path) -> Path:

@@ -1,17 +1,15 @@
 """``python -m ignite_lenet.train`` as a user runs it: help, a tiny real run, and one-line errors (exit 2)."""
 
-import subprocess
 
 import pytest
 
-from helpers import PYTHON, python_env, truncated_mnist_copy
+from helpers import run_module, truncated_mnist_copy
 from ignite_lenet import artifacts
 from ignite_lenet.train import main
 
 
 def _run(*args):
-    return subprocess.run([PYTHON, "-m", "ignite_lenet.train", *args], env=python_env(), capture_output=True,
-                          text=True, timeout=300)
+    return run_module("ignite_lenet.train", *args)
 
 
 def test_help_explains_every_flag():

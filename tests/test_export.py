@@ -11,7 +11,7 @@ import onnx.numpy_helper
 import pytest
 import torch
 
-from helpers import PYTHON, python_env
+from helpers import PYTHON, python_env, run_module
 from ignite_lenet import export as E
 from ignite_lenet.data import load_mnist, preprocess
 
@@ -147,8 +147,7 @@ def test_int8_quantization_keeps_accuracy_within_0_3_points(trained_checkpoint, 
 
 
 def _run_export(*args):
-    return subprocess.run([PYTHON, "-m", "ignite_lenet.export", *args], env=python_env(), capture_output=True,
-                          text=True, timeout=300)
+    return run_module("ignite_lenet.export", *args)
 
 
 def test_cli_exports_onnx(trained_checkpoint, mnist_dir, tmp_path):

@@ -2,12 +2,11 @@
 
 import gzip
 import json
-import subprocess
 
 import pytest
 from PIL import Image
 
-from helpers import PYTHON, python_env
+from helpers import run_module
 from ignite_lenet.data import load_mnist, raw_dir
 from ignite_lenet.predict import main
 
@@ -34,8 +33,7 @@ def digit_files(mnist_dir, tmp_path_factory):
 
 
 def _cli(*args):
-    return subprocess.run([PYTHON, "-m", "ignite_lenet.predict", *args], env=python_env(), capture_output=True,
-                          text=True, timeout=300)
+    return run_module("ignite_lenet.predict", *args)
 
 
 def test_images_get_their_labels(exported, digit_files):
