@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from bench_utils import DEVICES, record
-from ignite_lenet.artifacts import load_best_model
+from ignite_lenet.checkpoints import load_best_model
 from ignite_lenet.data import load_mnist, preprocess
 from ignite_lenet.export import FILE_NAMES, export
 from ignite_lenet.model import optimize_layout

@@ -15,7 +15,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from .artifacts import atomic_write, new_figure, save_figure
+from .artifacts import atomic_write
+from .plots import new_figure, save_figure
 from .cli import ArgumentParser, run_cli
 
 ENGINE_ORDER = ("eager", "torchscript", "torch-export", "torch-compile", "onnxruntime", "onnxruntime-int8")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import artifacts
+from . import artifacts, checkpoints
 from .cli import ArgumentParser, run_cli
 from .config import default_data_dir
 from .data import PREPROCESSING, load_mnist, preprocess
@@ -326,7 +326,7 @@ def export(
     if quantize and "onnx" not in formats:
         raise ValueError("--quantize int8 quantizes the ONNX export: use --format onnx or all")
     checkpoint_path = Path(checkpoint_path)
-    eager, checkpoint = artifacts.load_best_model(checkpoint_path)
+    eager, checkpoint = checkpoints.load_best_model(checkpoint_path)
     model = WithSoftmax(eager) if output == "probabilities" else eager
     model.eval()
 

@@ -20,7 +20,7 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint, DiskSaver, EarlyStopping, ProgressBar, TerminateOnNan
 from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR
 
-from . import artifacts
+from . import artifacts, plots
 from .data import InMemoryLoader
 
 
@@ -214,7 +214,7 @@ def attach_training_checkpoint(trainer: Engine, to_save: Mapping[str, Any], outp
 def attach_curves(trainer: Engine, history: History, path: str | Path) -> None:
     """Redraw ``curves.png`` after every epoch, so a long run can be watched."""
     trainer.add_event_handler(
-        Events.EPOCH_COMPLETED, lambda: artifacts.plot_curves(history.to_dict(), path, history.best_epoch())
+        Events.EPOCH_COMPLETED, lambda: plots.plot_curves(history.to_dict(), path, history.best_epoch())
     )
 
 

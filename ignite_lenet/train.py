@@ -20,7 +20,7 @@ import torch
 from ignite.handlers import Checkpoint
 from ignite.utils import setup_logger
 
-from . import artifacts, distributed, handlers
+from . import artifacts, checkpoints, distributed, handlers, plots
 from .cli import ArgumentParser, run_cli
 from .config import TrainConfig, add_config_arguments, config_from_args
 from .data import InMemoryLoader, RandomAffine, ensure_mnist, load_data
@@ -90,7 +90,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.resume:
         if not checkpoint_path.is_file():
             raise FileNotFoundError(f"--resume: no {artifacts.TRAINING_CHECKPOINT} in {output_dir} to resume from")
-        resume_from = artifacts.load_checkpoint(checkpoint_path, map_location=device)
+        resume_from = checkpoints.load_checkpoint(checkpoint_path, map_location=device)
         _check_resumable(cfg, resume_from, checkpoint_path)
     elif rank == 0 and checkpoint_path.is_file():
         logger.info(f"note: {output_dir} holds an earlier run; starting over (use --resume to continue it)")
@@ -177,7 +177,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     # the test set, once, with the best epoch's weights (rank 0 wrote them: wait until it has)
     idist.barrier()
-    best_model, best_info = artifacts.load_best_model(output_dir / artifacts.BEST_MODEL, map_location=device)
+    best_model, best_info = checkpoints.load_best_model(output_dir / artifacts.BEST_MODEL, map_location=device)
     tester = create_evaluator(optimize_layout(best_model), device, confusion_matrix=True)
     metrics = tester.run(test_loader).metrics
     times = history.data["epoch_time_s"]
@@ -199,7 +199,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     }
     if rank == 0:
         artifacts.write_json(output_dir / artifacts.METRICS, result)
-        artifacts.plot_confusion_matrix(
+        plots.plot_confusion_matrix(
             metrics["confusion_matrix"],
             output_dir / artifacts.CONFUSION_MATRIX,
             title=f"MNIST test set, best epoch {result['best_epoch']}: {100 * result['test_accuracy']:.2f}% accuracy",

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from helpers import PYTHON, python_env, truncated_mnist_copy
-from ignite_lenet import artifacts
+from ignite_lenet import artifacts, checkpoints
 from ignite_lenet.config import TrainConfig
 from ignite_lenet.data import InMemoryLoader
 from ignite_lenet.distributed import resolve_backend, threads_per_process
@@ -37,7 +37,7 @@ def _check_run(out: Path, mnist_data, world_size: int):
                             artifacts.METRICS, artifacts.CONFIG, artifacts.CONFUSION_MATRIX])
     metrics = artifacts.read_json(out / artifacts.METRICS)
     assert metrics["world_size"] == world_size and metrics["epochs_run"] == 2
-    model, best = artifacts.load_best_model(out / artifacts.BEST_MODEL)  # loads like a single-process run's
+    model, best = checkpoints.load_best_model(out / artifacts.BEST_MODEL)  # loads like a single-process run's
     single = create_evaluator(model).run(InMemoryLoader(mnist_data.val, 1000)).metrics
     assert single["accuracy"] == pytest.approx(best["val_accuracy"], abs=1e-9)
     assert single["loss"] == pytest.approx(best["val_loss"], rel=1e-4)

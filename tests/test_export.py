@@ -33,7 +33,7 @@ def test_every_format_is_written_verified_and_agrees(exported):
 
 @pytest.mark.parametrize("fmt", E.FORMATS)
 def test_reloaded_exports_match_eager_at_batch_1_and_7(exported, trained_checkpoint, test_images, fmt):
-    from ignite_lenet.artifacts import load_best_model
+    from ignite_lenet.checkpoints import load_best_model
 
     model, _ = load_best_model(trained_checkpoint)
     run = E.load_runner(fmt, exported.files[fmt])
@@ -85,7 +85,7 @@ def test_metadata_travels_in_every_format(exported, trained_checkpoint):
 
 
 def test_exports_run_where_ignite_lenet_cannot_be_imported(exported, trained_checkpoint, test_images, tmp_path):
-    from ignite_lenet.artifacts import load_best_model
+    from ignite_lenet.checkpoints import load_best_model
 
     images, _ = test_images
     model, _ = load_best_model(trained_checkpoint)

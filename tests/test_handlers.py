@@ -7,7 +7,7 @@ import torch
 from ignite.engine import Engine, Events
 from PIL import Image
 
-from ignite_lenet import artifacts, handlers
+from ignite_lenet import artifacts, handlers, plots
 from ignite_lenet.model import LeNet5
 
 
@@ -97,8 +97,8 @@ def test_lr_scheduler_is_stepped_at_the_end_of_each_epoch():
 def test_plots_are_pngs(tmp_path):
     history = {"train": {"loss": [0.5, 0.3], "accuracy": [0.8, 0.9]},
                "val": {"loss": [0.6, 0.4], "accuracy": [0.75, 0.85]}, "lr": [1e-3, 1e-4], "epoch_time_s": [1, 1]}
-    artifacts.plot_curves(history, tmp_path / "curves.png", best_epoch=2)
-    artifacts.plot_confusion_matrix(torch.eye(10, dtype=torch.long) * 7, tmp_path / "cm.png")
+    plots.plot_curves(history, tmp_path / "curves.png", best_epoch=2)
+    plots.plot_confusion_matrix(torch.eye(10, dtype=torch.long) * 7, tmp_path / "cm.png")
     for name in ("curves.png", "cm.png"):
         with Image.open(tmp_path / name) as image:
             assert image.format == "PNG" and image.height > 300

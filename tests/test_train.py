@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from helpers import PYTHON, python_env
-from ignite_lenet import artifacts
+from ignite_lenet import artifacts, checkpoints
 from ignite_lenet.config import TrainConfig
 from ignite_lenet.data import InMemoryLoader
 from ignite_lenet.engines import create_evaluator
@@ -64,7 +64,7 @@ def test_best_checkpoint_is_the_epoch_of_lowest_validation_loss(short_run, mnist
     assert checkpoint["epoch"] == 1 + min(range(3), key=val_losses.__getitem__) == result["best_epoch"]
     assert checkpoint["val_loss"] == pytest.approx(min(val_losses))
     # the stored weights really are that epoch's: they reproduce its validation metrics
-    model, _ = artifacts.load_best_model(out / artifacts.BEST_MODEL)
+    model, _ = checkpoints.load_best_model(out / artifacts.BEST_MODEL)
     metrics = create_evaluator(model).run(InMemoryLoader(mnist_data.val, 1000)).metrics
     assert metrics["loss"] == pytest.approx(checkpoint["val_loss"], rel=1e-4)
     assert metrics["accuracy"] == pytest.approx(checkpoint["val_accuracy"])
