@@ -12,12 +12,12 @@ import gzip
 import hashlib
 import math
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
@@ -253,40 +253,6 @@ def load_data(
     return MNISTData(train=train, val=val, test=test, train_eval=train_eval)
 
 
-class RandomAffine:
-    """Per-image random rotation, scaling and shift of a whole batch at once (``affine_grid`` + ``grid_sample``).
-
-    The training-time augmentation of ``--augment``: the same digit a little rotated, larger or smaller, or off
-    centre. Parameters are drawn from the ``generator`` the loader seeds per epoch, so augmented runs stay
-    reproducible and resumable.
-
-    Args:
-        degrees: rotations drawn from [-degrees, degrees].
-        translate: shifts drawn from [-translate, translate] of the image size, in x and y.
-        scale: zoom factors drawn from [1 - scale, 1 + scale].
-    """
-
-    def __init__(self, degrees: float = 10.0, translate: float = 2 / IMAGE_SIZE, scale: float = 0.1) -> None:
-        if degrees < 0 or translate < 0 or not 0 <= scale < 1:
-            raise ValueError("RandomAffine: degrees and translate must be >= 0, scale in [0, 1)")
-        self.degrees, self.translate, self.scale = degrees, translate, scale
-
-    def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:  # (B, 1, H, W)
-        n = images.shape[0]
-
-        def uniform(bound: float) -> torch.Tensor:
-            return (torch.rand(n, generator=generator) * 2 - 1) * bound
-
-        angle = uniform(math.radians(self.degrees))
-        zoom = 1 + uniform(self.scale)
-        shift_x, shift_y = uniform(2 * self.translate), uniform(2 * self.translate)  # grid coordinates span 2
-        cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-        theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
-        theta = theta.to(device=images.device, dtype=images.dtype)  # (B, 2, 3): output -> input coordinates
-        grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-        return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
 class InMemoryLoader:
     """Mini-batches ``(images, labels)`` drawn by indexing tensors that already sit in memory (or on the GPU).
 
@@ -295,7 +261,7 @@ class InMemoryLoader:
     With ``world_size > 1`` each rank takes every ``world_size``-th index of that order: disjoint shards that
     cover the set; ``pad=True`` repeats a few indices so that every rank gets the same number (training needs
     equal step counts), ``pad=False`` keeps shards exact (evaluation). ``max_batches`` caps an epoch.
-    ``augment`` (e.g. ``RandomAffine()``) transforms every batch with a generator seeded by seed, epoch and rank.
+    ``augment`` (e.g. ``augment.RandomAffine()``) transforms every batch with a generator seeded by seed, epoch and rank.
 
     Example::
 
@@ -317,7 +283,7 @@ class InMemoryLoader:
         rank: int = 0,
         world_size: int = 1,
         pad: bool = True,
-        augment: RandomAffine | None = None,
+        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")

@@ -1,9 +1,10 @@
 """Handlers wired onto the Ignite engines, one ``attach_*`` function each; every one returns what it attached.
 
-Order matters at ``EPOCH_COMPLETED`` (Ignite fires handlers in the order they were added); ``train.py``
-attaches: evaluators (with the best-model checkpoint and early stopping on the validation evaluator) ->
-history -> lr scheduler step -> log line and curves -> training checkpoint, so the history records the lr
-the epoch used and the checkpoint written at the end of an epoch holds everything that epoch produced.
+Order matters at ``EPOCH_COMPLETED`` (Ignite fires handlers in the order they were added); ``api.py``
+attaches: evaluators (with the best-model checkpoint and early stopping) -> history -> lr scheduler step ->
+log line and curves -> training checkpoint, so the history records the lr the epoch used and the checkpoint
+written at the end of an epoch holds everything that epoch produced. Handlers a user attaches afterwards
+run after all of these.
 """
 
 from __future__ import annotations
@@ -17,15 +18,19 @@ from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
-from ignite.handlers import Checkpoint, DiskSaver, EarlyStopping, ProgressBar, TerminateOnNan
+from ignite.engine.events import RemovableEventHandle
+from ignite.handlers import Checkpoint, DiskSaver, EarlyStopping, EMAHandler, ProgressBar, TerminateOnNan
+from ignite.handlers import global_step_from_engine
 from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR
 
 from . import artifacts, plots
 from .data import InMemoryLoader
+from .model import plain_state_dict
 
 
 class History:
-    """Per-epoch train/val loss and accuracy, learning rate and training time; the ``history.json`` content.
+    """Per-epoch train/val loss and accuracy (and the EMA weights' val metrics), learning rate and training
+    time; the ``history.json`` content.
 
     It is part of the training checkpoint (``state_dict``/``load_state_dict``), so a resumed run continues
     the same curves.
@@ -39,8 +44,11 @@ class History:
             "epoch_time_s": [],
         }
 
-    def record(self, train: Mapping[str, float], val: Mapping[str, float], lr: float, epoch_time_s: float) -> None:
-        for split, metrics in (("train", train), ("val", val)):
+    def record(self, train: Mapping[str, float], val: Mapping[str, float], lr: float, epoch_time_s: float,
+               val_ema: Mapping[str, float] | None = None) -> None:
+        splits = [("train", train), ("val", val)] + ([("val_ema", val_ema)] if val_ema is not None else [])
+        for split, metrics in splits:
+            self.data.setdefault(split, {"loss": [], "accuracy": []})
             for key in ("loss", "accuracy"):
                 self.data[split][key].append(float(metrics[key]))
         self.data["lr"].append(float(lr))
@@ -51,8 +59,11 @@ class History:
         return len(self.data["lr"])
 
     def best_epoch(self) -> int | None:
-        """1-based epoch of the lowest validation loss (the first one on ties), ``None`` before any epoch."""
-        losses = self.data["val"]["loss"]
+        """1-based epoch of the lowest validation loss, raw or EMA weights (the first one on ties), ``None``
+        before any epoch."""
+        losses = list(self.data["val"]["loss"])
+        if "val_ema" in self.data:
+            losses = [min(a, b) for a, b in zip(losses, self.data["val_ema"]["loss"])]
         return min(range(len(losses)), key=losses.__getitem__) + 1 if losses else None
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,9 +105,13 @@ class ReplacingDiskSaver(DiskSaver):
         pass
 
 
-def attach_epoch_seeding(trainer: Engine, loader: InMemoryLoader) -> None:
+def attach_epoch_seeding(trainer: Engine, loader: InMemoryLoader) -> RemovableEventHandle:
     """Before each epoch, select the loader's permutation for that epoch (deterministic, resumable)."""
-    trainer.add_event_handler(Events.EPOCH_STARTED, lambda engine: loader.set_epoch(engine.state.epoch))
+
+    def seed_epoch(engine: Engine) -> None:
+        loader.set_epoch(engine.state.epoch)
+
+    return trainer.add_event_handler(Events.EPOCH_STARTED, seed_epoch)
 
 
 def attach_lr_scheduler(
@@ -110,31 +125,132 @@ def attach_lr_scheduler(
     torch 2.14's ``CosineAnnealingLR`` gives 1.99e-3 for the first epoch.)
     """
     scheduler = CosineAnnealingLR(optimizer, T_max=t_max, eta_min=eta_min)
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: scheduler.step())
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, _stepper(scheduler))
     return scheduler
 
 
 def attach_one_cycle(
-    trainer: Engine, optimizer: torch.optim.Optimizer, max_lr: float, total_steps: int
+    trainer: Engine, optimizer: torch.optim.Optimizer, max_lr: float, total_steps: int, pct_start: float = 0.15
 ) -> OneCycleLR:
-    """``OneCycleLR`` stepped after every iteration: warm-up to ``max_lr`` over 15% of the steps, then cosine
-    annealing to ``max_lr / 2.5e5`` at the last one (``--schedule onecycle``)."""
-    scheduler = OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=0.15)
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda: scheduler.step())
+    """``OneCycleLR`` stepped after every iteration: warm-up to ``max_lr`` over ``pct_start`` of the steps,
+    then cosine annealing to ``max_lr / 2.5e5`` at the last one (``--schedule onecycle``)."""
+    scheduler = OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct_start)
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, _stepper(scheduler))
     return scheduler
 
 
-def attach_terminate_on_nan(trainer: Engine) -> TerminateOnNan:
-    """Stop training when the loss becomes NaN or infinite (``train.run`` then raises ``TrainingDiverged``)."""
+def _stepper(scheduler: torch.optim.lr_scheduler.LRScheduler) -> Callable[[], None]:
+    def step_lr_scheduler() -> None:
+        scheduler.step()
+
+    return step_lr_scheduler
+
+
+def attach_terminate_on_nan(trainer: Engine, every: int = 1) -> TerminateOnNan:
+    """Stop training when the loss becomes NaN or infinite (``train`` then raises ``TrainingDiverged``).
+
+    ``every`` > 1 looks every that many iterations and at each epoch's end (for losses kept on the GPU, where
+    each look waits for the device).
+    """
     handler = TerminateOnNan()
     handler.logger.setLevel(logging.ERROR)  # Ignite logs it twice; the run reports it once, as an error
-    trainer.add_event_handler(Events.ITERATION_COMPLETED, handler)
+    event = Events.ITERATION_COMPLETED if every == 1 else Events.ITERATION_COMPLETED(every=every) | Events.EPOCH_COMPLETED
+    trainer.add_event_handler(event, handler)
     return handler
 
 
-def attach_evaluation(trainer: Engine, evaluator: Engine, loader: InMemoryLoader) -> None:
+def attach_evaluation(trainer: Engine, evaluator: Engine, loader: InMemoryLoader) -> RemovableEventHandle:
     """Run ``evaluator`` over ``loader`` after every training epoch."""
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: evaluator.run(loader))
+
+    def evaluate() -> None:
+        evaluator.run(loader)
+
+    return trainer.add_event_handler(Events.EPOCH_COMPLETED, evaluate)
+
+
+def attach_ema(trainer: Engine, model: torch.nn.Module, decay: float, warmup_iters: int) -> EMAHandler:
+    """Ignite's ``EMAHandler``: after every iteration, ``ema = decay * ema + (1 - decay) * weights``.
+
+    The momentum (``1 - decay``) warms up linearly from 0.1 over ``warmup_iters`` iterations, so the average
+    forgets the random initial weights quickly. It is computed from the iteration count, so a resumed run
+    (with ``ema.ema_model`` restored) continues exactly.
+    """
+    momentum = 1.0 - decay
+    ema = EMAHandler(model, momentum=momentum, momentum_warmup=max(momentum, 0.1), warmup_iters=max(1, warmup_iters))
+    ema.attach(trainer, name="ema_momentum", event=Events.ITERATION_COMPLETED)
+    return ema
+
+
+class Selection:
+    """Which weights of the epoch are the candidate for the best checkpoint: the raw model's or the EMA's.
+
+    Its ``score`` (negated validation loss of the better of the two) drives the best-model ``Checkpoint`` and
+    early stopping when the run keeps an EMA; without one, Ignite's default score function on the validation
+    evaluator does the same.
+    """
+
+    def __init__(self, model: torch.nn.Module, val_evaluator: Engine,
+                 ema_model: torch.nn.Module | None = None, ema_evaluator: Engine | None = None) -> None:
+        self.model, self.val_evaluator = model, val_evaluator
+        self.ema_model, self.ema_evaluator = ema_model, ema_evaluator
+
+    def use_ema(self) -> bool:
+        if self.ema_evaluator is None:
+            return False
+        return self.ema_evaluator.state.metrics["loss"] < self.val_evaluator.state.metrics["loss"]
+
+    def weights(self) -> str:
+        return "ema" if self.use_ema() else "raw"
+
+    def metrics(self) -> Mapping[str, float]:
+        return (self.ema_evaluator if self.use_ema() else self.val_evaluator).state.metrics
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The chosen weights as a plain ``LeNet5`` state_dict (unwrapped, standardisation folded in)."""
+        return plain_state_dict(self.ema_model if self.use_ema() else self.model)
+
+    def score(self, engine: Engine | None = None) -> float:
+        return -float(self.metrics()["loss"])
+
+
+def attach_best_checkpoint(
+    trainer: Engine, selection: Selection, config: Mapping[str, Any], output_dir: str | Path
+) -> Checkpoint:
+    """Keep ``best_model.pt``: the weights of the epoch with the lowest validation loss, with its metadata.
+
+    The file is ``{"model", "config", "epoch", "val_loss", "val_accuracy"}`` (plus ``"weights": "raw" | "ema"``
+    when the run keeps an EMA), loadable with ``torch.load(path, weights_only=True)``, replaced atomically when
+    a later epoch does better. ``"model"`` is always a plain ``LeNet5`` state_dict.
+    """
+    to_save: dict[str, Any] = {
+        "model": Value(selection.state_dict),
+        "config": Value(lambda: dict(config)),
+        "epoch": Value(lambda: trainer.state.epoch),
+        "val_loss": Value(lambda: float(selection.metrics()["loss"])),
+        "val_accuracy": Value(lambda: float(selection.metrics()["accuracy"])),
+    }
+    if selection.ema_evaluator is None:
+        score_function, engine = Checkpoint.get_default_score_fn("loss", -1.0), selection.val_evaluator
+        event = Events.COMPLETED
+    else:  # two evaluators compete: score once both have run, at the trainer's epoch end
+        to_save["weights"] = Value(selection.weights)
+        score_function, engine, event = selection.score, trainer, Events.EPOCH_COMPLETED
+    handler = Checkpoint(to_save, ReplacingDiskSaver(output_dir), filename_pattern=artifacts.BEST_MODEL,
+                         score_function=score_function, score_name="neg_val_loss", n_saved=1)
+    engine.add_event_handler(event, handler)
+    return handler
+
+
+def attach_early_stopping(trainer: Engine, selection: Selection, patience: int) -> EarlyStopping:
+    """Stop after ``patience`` epochs without a lower validation loss (raw or EMA weights)."""
+    if selection.ema_evaluator is None:
+        handler = EarlyStopping(patience=patience, score_function=Checkpoint.get_default_score_fn("loss", -1.0),
+                                trainer=trainer)
+        selection.val_evaluator.add_event_handler(Events.COMPLETED, handler)
+    else:
+        handler = EarlyStopping(patience=patience, score_function=selection.score, trainer=trainer)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, handler)
+    return handler
 
 
 def attach_history(
@@ -143,6 +259,7 @@ def attach_history(
     val_evaluator: Engine,
     optimizer: torch.optim.Optimizer,
     path: str | Path | None,
+    ema_evaluator: Engine | None = None,
 ) -> History:
     """Record the evaluators' metrics, the epoch's lr and training time; rewrite ``history.json`` each epoch.
 
@@ -151,52 +268,19 @@ def attach_history(
     """
     history = History()
 
-    def record(engine: Engine) -> None:
+    def record_history(engine: Engine) -> None:
         history.record(
             train_evaluator.state.metrics,
             val_evaluator.state.metrics,
-            lr=optimizer.param_groups[0]["lr"],
+            lr=float(optimizer.param_groups[0]["lr"]),
             epoch_time_s=engine.state.times[Events.EPOCH_COMPLETED.name],
+            val_ema=ema_evaluator.state.metrics if ema_evaluator is not None else None,
         )
         if path is not None:
             artifacts.write_json(path, history.to_dict())
 
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, record)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, record_history)
     return history
-
-
-def attach_best_checkpoint(
-    val_evaluator: Engine, trainer: Engine, model: torch.nn.Module, config: Mapping[str, Any], output_dir: str | Path
-) -> Checkpoint:
-    """Keep ``best_model.pt``: the weights of the epoch with the lowest validation loss, with its metadata.
-
-    The file is ``{"model", "config", "epoch", "val_loss", "val_accuracy"}``, loadable with
-    ``torch.load(path, weights_only=True)``, replaced atomically when a later epoch does better.
-    """
-    to_save = {
-        "model": model,
-        "config": Value(lambda: dict(config)),
-        "epoch": Value(lambda: trainer.state.epoch),
-        "val_loss": Value(lambda: float(val_evaluator.state.metrics["loss"])),
-        "val_accuracy": Value(lambda: float(val_evaluator.state.metrics["accuracy"])),
-    }
-    handler = Checkpoint(
-        to_save,
-        ReplacingDiskSaver(output_dir),
-        filename_pattern=artifacts.BEST_MODEL,
-        score_function=lambda engine: -engine.state.metrics["loss"],
-        score_name="neg_val_loss",
-        n_saved=1,
-    )
-    val_evaluator.add_event_handler(Events.COMPLETED, handler)
-    return handler
-
-
-def attach_early_stopping(val_evaluator: Engine, trainer: Engine, patience: int) -> EarlyStopping:
-    """Stop after ``patience`` epochs without a lower validation loss."""
-    handler = EarlyStopping(patience=patience, score_function=lambda engine: -engine.state.metrics["loss"], trainer=trainer)
-    val_evaluator.add_event_handler(Events.COMPLETED, handler)
-    return handler
 
 
 def attach_training_checkpoint(trainer: Engine, to_save: Mapping[str, Any], output_dir: str | Path) -> Checkpoint:
@@ -211,34 +295,76 @@ def attach_training_checkpoint(trainer: Engine, to_save: Mapping[str, Any], outp
     return handler
 
 
-def attach_curves(trainer: Engine, history: History, path: str | Path) -> None:
+def attach_curves(trainer: Engine, history: History, path: str | Path) -> RemovableEventHandle:
     """Redraw ``curves.png`` after every epoch, so a long run can be watched."""
-    trainer.add_event_handler(
-        Events.EPOCH_COMPLETED, lambda: plots.plot_curves(history.to_dict(), path, history.best_epoch())
-    )
+
+    def draw_curves() -> None:
+        plots.plot_curves(history.to_dict(), path, history.best_epoch())
+
+    return trainer.add_event_handler(Events.EPOCH_COMPLETED, draw_curves)
 
 
-def attach_epoch_log(trainer: Engine, history: History, logger: logging.Logger) -> None:
+def attach_epoch_log(trainer: Engine, history: History, logger: logging.Logger) -> RemovableEventHandle:
     """One line per epoch: epoch, lr, train/val loss and accuracy, time, and "new best" when val loss improved."""
 
-    def log(engine: Engine) -> None:
+    def log_epoch(engine: Engine) -> None:
         h = history.data
         epoch = history.epochs
         best = " new best" if history.best_epoch() == epoch else ""
+        ema = f"  ema loss {h['val_ema']['loss'][-1]:.4f} acc {100 * h['val_ema']['accuracy'][-1]:6.2f}%" if "val_ema" in h else ""
         logger.info(
             f"epoch {engine.state.epoch:>3}/{engine.state.max_epochs}  lr {h['lr'][-1]:.2e}  "
             f"train loss {h['train']['loss'][-1]:.4f} acc {100 * h['train']['accuracy'][-1]:6.2f}%  "
-            f"val loss {h['val']['loss'][-1]:.4f} acc {100 * h['val']['accuracy'][-1]:6.2f}%  "
+            f"val loss {h['val']['loss'][-1]:.4f} acc {100 * h['val']['accuracy'][-1]:6.2f}%{ema}  "
             f"{h['epoch_time_s'][-1]:5.1f}s{best}"
         )
 
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, log)
+    return trainer.add_event_handler(Events.EPOCH_COMPLETED, log_epoch)
 
 
-def attach_progress_bar(trainer: Engine) -> ProgressBar | None:
-    """Ignite's tqdm ``ProgressBar`` with the running per-sample loss, on a terminal only."""
-    if not sys.stderr.isatty():
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (where stderr is no terminal but a progress widget can be shown)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+
+
+def attach_progress_bar(trainer: Engine, every: int = 1) -> ProgressBar | None:
+    """Ignite's ``ProgressBar`` (tqdm's notebook widget in Jupyter, the text bar on a terminal) with the
+    running per-sample loss; nothing when output goes to a file or pipe. ``every`` > 1 updates it every that
+    many iterations (each update reads the loss, which waits for a GPU)."""
+    if not (sys.stderr.isatty() or in_notebook()):
         return None
     bar = ProgressBar(persist=False)
-    bar.attach(trainer, output_transform=lambda loss: {"loss": loss})
+    event = Events.ITERATION_COMPLETED if every == 1 else Events.ITERATION_COMPLETED(every=every)
+    bar.attach(trainer, output_transform=lambda loss: {"loss": float(loss)}, event_name=event)
     return bar
+
+
+def attach_tensorboard(
+    trainer: Engine, optimizer: torch.optim.Optimizer, evaluators: Mapping[str, Engine], log_dir: str | Path,
+    every: int = 1,
+) -> Any:
+    """Ignite's ``TensorboardLogger`` in ``log_dir``: ``training/loss`` per iteration (every ``every``),
+    ``lr/group_0`` and, per epoch, ``<name>/loss`` and ``<name>/accuracy`` of each evaluator (``train``,
+    ``val``, ``val_ema``), with the trainer's epoch as step. Closed when training completes."""
+    try:
+        import tensorboard  # noqa: F401 - torch.utils.tensorboard needs it; fail with one line, not deep inside
+        from ignite.handlers import TensorboardLogger
+    except ImportError:
+        raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+    logger = TensorboardLogger(log_dir=str(log_dir))
+    event = Events.ITERATION_COMPLETED if every == 1 else Events.ITERATION_COMPLETED(every=every)
+    logger.attach_output_handler(trainer, event_name=event, tag="training",
+                                 output_transform=lambda loss: {"loss": float(loss)})
+    logger.attach_opt_params_handler(trainer, event_name=event, optimizer=optimizer, param_name="lr")
+    for name, evaluator in evaluators.items():
+        logger.attach_output_handler(evaluator, event_name=Events.COMPLETED, tag=name,
+                                     metric_names=["loss", "accuracy"],
+                                     global_step_transform=global_step_from_engine(trainer, Events.EPOCH_COMPLETED))
+
+    def close_tensorboard() -> None:
+        logger.close()
+
+    trainer.add_event_handler(Events.COMPLETED, close_tensorboard)
+    return logger

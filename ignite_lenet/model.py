@@ -70,3 +70,47 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters (LeNet5: 61,706)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+class Standardized(nn.Module):
+    """``model`` on standardised inputs, ``(x - mean) / std``, for training with ``--normalize``.
+
+    ``folded()`` returns the plain ``LeNet5`` that computes the same function on raw [0, 1] inputs, with the
+    standardisation folded into ``conv1`` (exact: ``conv1`` has no padding, so every output sees 25 real
+    inputs): that is what checkpoints and exports hold, so they keep 61,706 parameters and raw inputs.
+    """
+
+    def __init__(self, model: LeNet5, mean: float, std: float) -> None:
+        super().__init__()
+        if not (std > 0 and torch.isfinite(torch.tensor([mean, std])).all()):
+            raise ValueError(f"Standardized: std must be positive and both finite, got mean {mean}, std {std}")
+        self.model = model
+        self.register_buffer("mean", torch.tensor(float(mean)))
+        self.register_buffer("std", torch.tensor(float(std)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, 1, 32, 32) in [0, 1]
+        return self.model((x - self.mean) / self.std)
+
+    def folded_state_dict(self) -> dict[str, torch.Tensor]:
+        """``LeNet5`` state_dict with the standardisation folded into conv1 (computed in float64)."""
+        state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        weight, bias = state["conv1.weight"].double(), state["conv1.bias"].double()
+        mean, std = self.mean.double(), self.std.double()
+        # conv1((x - m) / s) = (W / s) * x + (b - (m / s) * sum(W))
+        state["conv1.weight"] = (weight / std).to(state["conv1.weight"].dtype)
+        state["conv1.bias"] = (bias - mean / std * weight.sum(dim=(1, 2, 3))).to(state["conv1.bias"].dtype)
+        return state
+
+    def folded(self) -> LeNet5:
+        """A plain ``LeNet5`` computing the same logits from raw inputs."""
+        model = LeNet5().to(self.mean.device)
+        model.load_state_dict(self.folded_state_dict())
+        return model
+
+
+def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The ``LeNet5`` state_dict of ``model``: unwrapped from DDP, standardisation folded in."""
+    model = getattr(model, "module", model)  # DistributedDataParallel / DataParallel
+    if isinstance(model, Standardized):
+        return model.folded_state_dict()
+    return model.state_dict()

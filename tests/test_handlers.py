@@ -48,7 +48,7 @@ def test_history_best_epoch_is_the_first_lowest_validation_loss():
 def test_early_stopping_counts_epochs_without_a_lower_validation_loss(losses, patience, epochs_run):
     trainer = _engine()
     evaluator = _evaluator_with(losses)
-    handlers.attach_early_stopping(evaluator, trainer, patience)
+    handlers.attach_early_stopping(trainer, handlers.Selection(LeNet5(), evaluator), patience)
     handlers.attach_evaluation(trainer, evaluator, [0])
     trainer.run([0], max_epochs=5)
     assert trainer.state.epoch == epochs_run
@@ -64,7 +64,7 @@ def test_terminate_on_nan_stops_the_trainer():
 def test_best_checkpoint_is_replaced_only_by_a_better_epoch(tmp_path):
     trainer, model = _engine(), LeNet5()
     evaluator = _evaluator_with([0.5, 0.3, 0.4])
-    best = handlers.attach_best_checkpoint(evaluator, trainer, model, {"lr": 1e-3}, tmp_path)
+    best = handlers.attach_best_checkpoint(trainer, handlers.Selection(model, evaluator), {"lr": 1e-3}, tmp_path)
     saved = []
 
     @trainer.on(Events.EPOCH_STARTED)
