@@ -38,7 +38,7 @@ PIPELINES = ("notebook", "memory-plain-model", "memory-plain-loop", "ignite")
 CUDA_PIPELINES = ("plain-cuda-graph",)
 # TODO(issue 8, section 2): when the product's trainer replays a captured step on CUDA, add its case here (e.g.
 # "ignite-cuda-graph", built in _build through engines.create_trainer with graphs on). bench_report's training
-# table already gives every "ignite*" row its ratio to "plain-cuda-graph" of the same machine and batch.
+# table already gives every row its ratio to "plain-cuda-graph" of the same machine and batch.
 
 
 def pipelines(device: torch.device) -> tuple[str, ...]:

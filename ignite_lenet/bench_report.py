@@ -308,7 +308,7 @@ def training_table(rows: list[Row]) -> list[str]:
     for r in rows:
         def ratio(reference: str, only_ignite: bool) -> str:
             base = by_key.get((r.machine, r.device, r.batch_size, reference))
-            if base is None or (only_ignite and not r.engine.startswith("ignite")):
+            if base is None or (only_ignite and r.engine != "ignite"):
                 return ""
             return f"{r.images_per_s / base.images_per_s:.2f}x"
 

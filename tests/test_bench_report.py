@@ -121,6 +121,18 @@ def test_a_note_beside_a_file_labels_it(tmp_path):
     assert "second line" not in text
 
 
+
+def test_a_graphed_trainer_is_compared_with_the_plain_cuda_graph(tmp_path):
+    data = _valid(device="cuda")
+    data["benchmarks"][2]["extra_info"]["pipelines_images_per_s"] = {
+        "notebook": 5_000.0, "memory-plain-loop": 16_000.0, "ignite": 15_000.0, "plain-cuda-graph": 120_000.0,
+        "ignite-cuda-graph": 105_000.0}
+    write_report([_write(tmp_path / "gpu.json", data)], tmp_path)
+    lines = (tmp_path / "REPORT.md").read_text().splitlines()
+    assert _line(lines, "gpu", "cuda", "32", "ignite-cuda-graph", "105,000", "21.00x", "", "0.88x")
+    assert _line(lines, "gpu", "cuda", "32", "ignite", "15,000", "3.00x", "0.94x", "0.12x")
+    assert _line(lines, "gpu", "cuda", "32", "plain-cuda-graph", "120,000", "24.00x", "", "")
+
 # --- hostile inputs (issue 9): every one is exit 2, one line naming the file, nothing written -------------------
 
 def _bench(engine="eager", device="cpu", batch=1, threads=1, median=0.001):
