@@ -11,6 +11,9 @@ Pipelines, all on real MNIST, summed cross-entropy, Adam lr 1e-3:
   hand-written loop (the model's share).
 - ``ignite``: the product: the same as ``memory-plain-loop`` through ``engines.create_trainer`` (Ignite's
   overhead, as the ratio to ``memory-plain-loop``).
+- ``plain-cuda-graph`` (CUDA only): the reference for a graphed trainer: in-memory batches, ``LeNet5`` in NCHW,
+  the whole step (forward, summed cross-entropy, backward, ``Adam(fused=True, capturable=True)``) captured in
+  one ``torch.cuda.CUDAGraph`` and replayed per batch, a hand-written loop (what the chip allows).
 """
 
 from __future__ import annotations
@@ -32,6 +35,15 @@ from bench_utils import DEVICES, record
 IMAGES_PER_ROUND = 6400  # per pipeline and timed round; 320 when benchmarks are disabled (CI correctness mode)
 ROUNDS = 7
 PIPELINES = ("notebook", "memory-plain-model", "memory-plain-loop", "ignite")
+CUDA_PIPELINES = ("plain-cuda-graph",)
+# TODO(issue 8, section 2): when the product's trainer replays a captured step on CUDA, add its case here (e.g.
+# "ignite-cuda-graph", built in _build through engines.create_trainer with graphs on). bench_report's training
+# table already gives every row its ratio to "plain-cuda-graph" of the same machine and batch.
+
+
+def pipelines(device: torch.device) -> tuple[str, ...]:
+    """The pipelines measured on ``device``: the four everywhere, the CUDA-graph ones on CUDA."""
+    return PIPELINES + (CUDA_PIPELINES if device.type == "cuda" else ())
 
 
 def _steps(benchmark, batch_size: int) -> int:
@@ -55,8 +67,52 @@ def _plain_loop(model, optimizer, batches, device):
     return train
 
 
+def _graph_loop(batch_size: int, device: torch.device, data):
+    """The whole training step captured once in a CUDA graph, replayed with each batch copied into its inputs."""
+    model = LeNet5().to(device)  # NCHW: channels_last measured slower on CUDA
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True, capturable=True)
+    criterion = create_loss()
+    loader = InMemoryLoader(data.train.to(device), batch_size, shuffle=True)
+    first_x, first_y = next(iter(loader))
+    static_x, static_y = first_x.clone(), first_y.clone()  # real data: the warm-up steps really update the model
+
+    def step() -> torch.Tensor:
+        loss = criterion(model(static_x), static_y)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    model.train()
+    side = torch.cuda.Stream(device=device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):  # warm-up on a side stream: optimizer state, cuBLAS/cuDNN workspaces
+        for _ in range(3):
+            optimizer.zero_grad(set_to_none=True)
+            step()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    optimizer.zero_grad(set_to_none=True)  # backward in the capture allocates .grad from the graph's pool
+    with torch.cuda.graph(graph, stream=side):
+        static_loss = step()
+
+    def train(steps: int) -> float:
+        for x, y in itertools.islice(iter(loader), steps):
+            if x.shape[0] != batch_size:  # the graph has one shape; the timed rounds never reach a partial batch
+                raise ValueError(f"plain-cuda-graph: a batch of {x.shape[0]} in a graph captured for {batch_size}")
+            static_x.copy_(x, non_blocking=True)
+            static_y.copy_(y, non_blocking=True)
+            graph.replay()  # forward, backward and the Adam step; the next replay overwrites the gradients
+        return static_loss.item()  # one sync at the end, as in the plain loop
+
+    return train
+
+
 def _build(pipeline: str, batch_size: int, device: torch.device, data, mnist_dir):
     torch.manual_seed(0)
+    if pipeline == "plain-cuda-graph":
+        if device.type != "cuda":
+            raise ValueError("plain-cuda-graph needs a CUDA device")
+        return _graph_loop(batch_size, device, data)
     if pipeline in ("notebook", "memory-plain-model"):
         model = NotebookLeNet5().to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -83,12 +139,13 @@ def _build(pipeline: str, batch_size: int, device: torch.device, data, mnist_dir
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("batch_size", [32, 256])
 def test_training_throughput(benchmark, batch_size, device, mnist_data, mnist_dir):
-    """The four pipelines take turns inside every timed round, so the shared host's load falls on all of them
-    alike; the medians of their own turns give the images/s and the ratios to quote."""
+    """The pipelines take turns inside every timed round, so the shared host's load falls on all of them alike;
+    the medians of their own turns give the images/s and the ratios to quote."""
     device = torch.device(device)
-    trains = {name: _build(name, batch_size, device, mnist_data, mnist_dir) for name in PIPELINES}
+    names = pipelines(device)
+    trains = {name: _build(name, batch_size, device, mnist_data, mnist_dir) for name in names}
     steps = _steps(benchmark, batch_size)
-    turns: dict[str, list[float]] = {name: [] for name in PIPELINES}
+    turns: dict[str, list[float]] = {name: [] for name in names}
     losses: dict[str, float] = {}
 
     def one_round() -> None:
@@ -103,5 +160,5 @@ def test_training_throughput(benchmark, batch_size, device, mnist_data, mnist_di
     assert all(loss == loss and loss > 0 for loss in losses.values()), losses  # finite: real training happened
     images = steps * batch_size
     medians = {name: statistics.median(times[-rounds:]) for name, times in turns.items()}
-    record(benchmark, images=images * len(PIPELINES), engine="interleaved", device=device, batch_size=batch_size,
+    record(benchmark, images=images * len(names), engine="interleaved", device=device, batch_size=batch_size,
            kind="training", pipelines_images_per_s={name: images / m for name, m in medians.items()})
