@@ -192,6 +192,12 @@ class GraphedTrainStep:
                 self._capture()
                 self._replay()
         self._window_samples += n
+        if engine is not None and self.device.type == "cuda":
+            state = engine.state
+            if state.epoch_length and state.iteration % state.epoch_length == 0:
+                # the epoch's last step: wait for the GPU, so Ignite's epoch time holds the epoch's GPU work
+                # (the CPU runs ahead of the GPU by up to the steps between two loss readouts)
+                torch.cuda.current_stream(self.device).synchronize()
         return self._loss
 
     # -- the step's arithmetic, shared by every path
