@@ -7,7 +7,7 @@ replay launches the whole step (forward, summed cross-entropy, backward, fused A
     optimizer = create_optimizer(model.parameters(), "adam", lr=1e-3, device=device, graphs=True)
     step = GraphedTrainStep(model, optimizer, batch_size=32)     # graphs on CUDA, eager on CPU
     trainer = Engine(step)                                        # output: the batch's per-sample loss, on the device
-    readout = attach_loss_readout(trainer, step, every=100)       # one host sync per 100 steps, and at epoch end
+    readout = attach_loss_readout(trainer, step, every=100)       # one host sync per 100 steps and per epoch
 
 The graph reads the learning rate from a device tensor refreshed from ``param_groups[i]["lr"]`` before each
 replay, so LR schedulers work unchanged (whatever they write, float or tensor). What the graph bakes in (betas,
@@ -324,18 +324,24 @@ class LossReadout:
 
 
 def attach_loss_readout(trainer: Engine, step: GraphedTrainStep, every: int = 100) -> LossReadout:
-    """Read the running training loss every ``every`` iterations and at each epoch's end (one sync each time).
+    """Read the running training loss every ``every`` iterations and at each epoch's last one (one sync each).
 
     Attach ``TerminateOnNan(output_transform=lambda _: readout.value)`` and the progress bar after it, on the
-    same events (``readout_events(every)``).
+    same event (``readout_event(every)``): a NaN found at an epoch's last iteration then stops the run before
+    ``EPOCH_COMPLETED`` (no evaluation or checkpoint of the diverged weights), as a per-iteration check did.
     """
-    if every < 1:
-        raise ValueError(f"every must be a positive integer, got {every!r}")
     readout = LossReadout(step)
-    trainer.add_event_handler(readout_events(every), readout)
+    trainer.add_event_handler(readout_event(every), readout)
     return readout
 
 
-def readout_events(every: int) -> Any:
-    """``ITERATION_COMPLETED(every=every) | EPOCH_COMPLETED``: when the loss is read on the host."""
-    return Events.ITERATION_COMPLETED(every=every) | Events.EPOCH_COMPLETED
+def readout_event(every: int) -> Any:
+    """``ITERATION_COMPLETED`` every ``every`` iterations and at the last iteration of each epoch."""
+    if every < 1:
+        raise ValueError(f"every must be a positive integer, got {every!r}")
+
+    def due(engine: Engine, iteration: int) -> bool:
+        length = engine.state.epoch_length
+        return iteration % every == 0 or bool(length and iteration % length == 0)
+
+    return Events.ITERATION_COMPLETED(event_filter=due)

@@ -179,10 +179,12 @@ def fail_like_cuda_on_rank_1(cfg: TrainConfig) -> dict:
     """A train function for spawned processes: rank 1 fails with CUDA's multi-line message."""
     import ignite.distributed as idist
 
+    import time
+
     idist.barrier()
     if idist.get_rank() == 1:
         raise RuntimeError(CUDA_FAILURE.split("torch.AcceleratorError: ", 1)[1])
-    idist.barrier()  # rank 0 waits here until the job is torn down
+    time.sleep(300)  # rank 0 waits, without failing itself, until the launcher ends it
     return {}
 
 

@@ -17,7 +17,7 @@ from ignite_lenet.graphed import (
     GraphedTrainStep,
     attach_loss_readout,
     create_optimizer,
-    readout_events,
+    readout_event,
     use_cuda_graphs,
 )
 from ignite_lenet.model import LeNet5, optimize_layout
@@ -118,7 +118,7 @@ def test_engine_with_schedulers_and_the_loss_readout(mnist_data):
     losses = []
     trainers[1].add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output.item()))
     window = []
-    trainers[1].add_event_handler(readout_events(10), lambda: window.append(readout.value))
+    trainers[1].add_event_handler(readout_event(10), lambda: window.append(readout.value))
     for trainer in trainers:
         trainer.run(loader, max_epochs=3)
     assert lrs[0] == lrs[1] and len(set(lrs[1])) > 50
@@ -206,13 +206,16 @@ def test_replays_follow_the_learning_rate(mnist_data):
     eager = GraphedTrainStep(model_e, opt_e, batch_size=32, use_graph=False)
     batches = _batches(mnist_data.train, [32] * 60, "cuda")
     _run(graphed, batches[:10])
+    _run(eager, batches[:10])
     assert graphed.graphed
     for opt in (opt_g, opt_e):
         opt.param_groups[0]["lr"] = 0.0
     before = [p.detach().clone() for p in model_g.parameters()]
     graphed(None, batches[10])
+    eager(None, batches[10])
     assert all(torch.equal(p, q) for p, q in zip(before, model_g.parameters()))  # lr 0: nothing moved
-    _run(eager, batches[:11])
+    for opt in (opt_g, opt_e):
+        opt.param_groups[0]["lr"] = 2e-3
     schedulers = [CosineAnnealingLR(opt, T_max=5, eta_min=1e-5) for opt in (opt_g, opt_e)]
     for i in range(11, 60):
         graphed(None, batches[i])
@@ -300,6 +303,7 @@ def test_evaluation_on_cuda_makes_no_host_sync_per_batch(mnist_data):
     evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda: torch.cuda.set_sync_debug_mode("default"))
     val = mnist_data.val
     loader = [(val.images[i:i + 1024].cuda(), val.labels[i:i + 1024].cuda()) for i in range(0, 4096, 1024)]
+    create_evaluator(model, "cuda").run(loader[:1])  # lazy CUDA initialisation (handles, workspaces) first
     try:
         metrics = evaluator.run(loader).metrics
     finally:
@@ -319,3 +323,20 @@ def test_deterministic_graph_runs_are_identical(mnist_data):
             _run(GraphedTrainStep(model, opt, batch_size=32), _batches(mnist_data.train, [32] * 50 + [9], "cuda"))
             weights.append([p.detach().clone() for p in model.parameters()])
     assert all(torch.equal(p, q) for p, q in zip(*weights))
+
+
+def test_a_nan_loss_stops_training_at_the_next_readout(mnist_data):
+    from ignite.handlers import TerminateOnNan
+
+    (model, opt), _ = _pair()
+    batches = _batches(mnist_data.train, [32] * 12)
+    batches[6][0][0, 0, 0, 0] = float("nan")  # one pixel of one image of step 7
+    step = GraphedTrainStep(model, opt, batch_size=32)
+    trainer = Engine(step)
+    readout = attach_loss_readout(trainer, step, every=5)
+    trainer.add_event_handler(readout_event(5), TerminateOnNan(output_transform=lambda _: readout.value))
+    epochs_completed = []
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: epochs_completed.append(True))
+    trainer.run(batches, max_epochs=2)
+    assert trainer.state.iteration == 10 and readout.value != readout.value  # stopped at the readout after it: NaN
+    assert not epochs_completed
