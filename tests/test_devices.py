@@ -17,9 +17,11 @@ from ignite_lenet.devices import (
     resolve_device,
 )
 
-CPU, GLOO_GPU, NCCL_GPU = ProcessPlacement("gloo", False), ProcessPlacement("gloo", True), ProcessPlacement("nccl", True)
+CPU, GLOO_GPU = ProcessPlacement("gloo", gpus=False), ProcessPlacement("gloo", gpus=True)
+NCCL_GPU = ProcessPlacement("nccl", gpus=True)
 NEEDS_2 = "--nproc-per-node 2 needs 2 GPUs, this machine has {}; use --backend gloo for CPU processes"
-CUDA_NEEDS_2 = "--nproc-per-node 2 --device cuda needs 2 GPUs, this machine has {}; drop --device cuda for CPU processes"
+CUDA_NEEDS_2 = ("--nproc-per-node 2 --device cuda needs 2 GPUs, this machine has {}; "
+                "drop --device cuda for CPU processes")
 NCCL_ON_CPU = "--backend nccl needs a GPU per process, but --device cpu was given; use --backend gloo for CPU processes"
 
 # (backend, device) -> placement of 2 local processes for each GPU count 0, 1, 2, 4 (a string: the ValueError)

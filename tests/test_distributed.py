@@ -107,7 +107,7 @@ def test_missing_data_is_reported_before_spawning(tmp_path, capsys):
 
 def test_backend_checks():
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="^--nproc-per-node 2 needs 2 GPUs, this machine has 0; use --backend gloo"):
+        with pytest.raises(ValueError, match="^--nproc-per-node 2 needs 2 GPUs, this machine has 0; use --backend"):
             resolve_backend(TrainConfig(backend="nccl", nproc_per_node=2))
     assert resolve_backend(TrainConfig(backend="gloo")) == "gloo"
     placement = place(TrainConfig(backend="gloo", nproc_per_node=2))
@@ -138,7 +138,8 @@ Traceback (most recent call last):
     ~~~~~~~~~~~~~~~~~~~~~^^^^^^^^^^^^^^^^^^
 torch.AcceleratorError: CUDA error: invalid device ordinal
 GPU device may be out of range, do you have enough GPUs?
-Search for `cudaErrorInvalidDevice' in https://docs.nvidia.com/cuda/cuda-runtime-api/group__cuda__runtime__api__structs__enums.html for more information.
+Search for `cudaErrorInvalidDevice' in https://docs.nvidia.com/cuda/cuda-runtime-api/group__cuda__runtime__api\
+__structs__enums.html for more information.
 CUDA kernel errors might be asynchronously reported at some other API call, so the stacktrace below might be incorrect.
 For debugging consider passing CUDA_LAUNCH_BLOCKING=1
 Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions.
@@ -166,7 +167,8 @@ For debugging consider passing CUDA_LAUNCH_BLOCKING=1
     (CUDA_FAILURE, "torch.AcceleratorError: CUDA error: invalid device ordinal"),
     (CHAINED_FAILURE, "RuntimeError: the data went missing"),
     ("Traceback (most recent call last):\n  File \"w.py\", line 1\n"
-     "ignite_lenet.distributed.WorkerError: train-labels-idx1-ubyte is truncated\n", "train-labels-idx1-ubyte is truncated"),
+     "ignite_lenet.distributed.WorkerError: train-labels-idx1-ubyte is truncated\n",
+     "train-labels-idx1-ubyte is truncated"),
     ("process 1 terminated with signal SIGKILL", "process 1 terminated with signal SIGKILL"),
     ("CUDA error: out of memory\nCompile with `TORCH_USE_CUDA_DSA` to enable device-side assertions.",
      "CUDA error: out of memory"),
