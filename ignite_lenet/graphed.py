@@ -248,7 +248,9 @@ class GraphedTrainStep:
             self._stream = torch.cuda.Stream(self.device)
         main = torch.cuda.current_stream(self.device)
         self._stream.wait_stream(main)
-        with torch.cuda.stream(self._stream):
+        with torch.cuda.stream(self._stream), warnings.catch_warnings():
+            # torch warns that a capturable optimizer runs uncaptured: these steps precede the capture
+            warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True")
             self._eager(self._x, self._y, self._w)
         main.wait_stream(self._stream)
 
