@@ -6,6 +6,8 @@
         -m ignite_lenet.train --backend nccl                                          # one of two machines
 
 Without ``--backend`` and outside torchrun nothing here runs: single-process training is unchanged.
+Where each process trains is ``devices.place_processes``: ``gloo`` processes train on CPU (the GPUs are hidden
+from them) unless ``--device cuda`` is given; too few GPUs for ``nccl`` is refused before anything is spawned.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 
 from .config import TrainConfig
 from .data import ensure_mnist
+from .devices import ProcessPlacement, gpus_hidden, place_processes
 
 TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
@@ -35,20 +38,38 @@ def requested(cfg: TrainConfig) -> bool:
     return cfg.backend is not None or launched_by_torchrun()
 
 
-def resolve_backend(cfg: TrainConfig) -> str:
-    """The backend to use, checked: nccl needs CUDA; under torchrun gloo (or nccl with GPUs) when none is given."""
-    backend = cfg.backend or ("nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo")
-    if backend not in idist.available_backends():
-        raise ValueError(f"--backend {backend}: not available in this torch build "
-                         f"(available: {', '.join(idist.available_backends()) or 'none'})")
-    if backend == "nccl" and (not torch.cuda.is_available() or cfg.device == "cpu"):
-        raise ValueError("--backend nccl needs CUDA GPUs; use --backend gloo to train on CPUs")
+def local_processes(cfg: TrainConfig) -> int:
+    """Processes of the job on this machine: ``--nproc-per-node``, or torchrun's ``LOCAL_WORLD_SIZE``."""
+    if cfg.nproc_per_node is not None:
+        return cfg.nproc_per_node
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
+def _gpu_count(backend: str | None, device: str) -> int:
+    """GPUs of this machine, counted only when the placement depends on it.
+
+    Counting may initialise CUDA in this process (when NVML is unavailable), after which hiding the GPUs from
+    it no longer works: a torchrun worker that is to train on CPU must not count.
+    """
+    if device == "cpu" or (backend == "gloo" and device != "cuda"):
+        return 0
+    return torch.cuda.device_count()
+
+
+def place(cfg: TrainConfig) -> ProcessPlacement:
+    """The backend and devices of this job (``devices.place_processes``), checked against this torch build."""
     if cfg.nproc_per_node is not None and launched_by_torchrun():
         raise ValueError("--nproc-per-node is torchrun's job here: drop it when launching with torchrun")
-    if cfg.nproc_per_node is not None and backend == "nccl" and cfg.nproc_per_node > torch.cuda.device_count():
-        raise ValueError(f"--nproc-per-node {cfg.nproc_per_node} with nccl needs as many GPUs "
-                         f"({torch.cuda.device_count()} visible)")
-    return backend
+    placement = place_processes(cfg.backend, cfg.device, local_processes(cfg), _gpu_count(cfg.backend, cfg.device))
+    if placement.backend not in idist.available_backends():
+        raise ValueError(f"--backend {placement.backend}: not available in this torch build "
+                         f"(available: {', '.join(idist.available_backends()) or 'none'})")
+    return placement
+
+
+def resolve_backend(cfg: TrainConfig) -> str:
+    """The backend to use (``place(cfg).backend``)."""
+    return place(cfg).backend
 
 
 def threads_per_process(local_world_size: int) -> int:
@@ -61,17 +82,53 @@ class WorkerError(Exception):
     """A user error (bad data directory, bad setting) raised in a worker process, carried to the launcher."""
 
 
-_CHILD_ERROR = re.compile(r"^(?:ignite_lenet\.\S+\.)?(?:WorkerError|\w*Error): (.*)$")
+# hints CUDA and torch append to their messages: never the line that says what happened
+_HINTS = ("CUDA kernel errors might be asynchronously reported", "For debugging consider passing CUDA_LAUNCH_BLOCKING",
+          "Compile with `TORCH_USE_CUDA_DSA`", "Search for `cuda", "Device-side assertion tracking was not enabled")
+_EXCEPTION_LINE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)(?::\s?(?P<message>.*))?$")
 
 
-def _one_line(exc: BaseException) -> str:
-    """The child's own message from torch.multiprocessing's ``ProcessRaisedException`` text (its last line)."""
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    for line in reversed(lines):
-        match = _CHILD_ERROR.match(line.strip())
-        if match:
-            return match.group(1)
-    return lines[-1] if lines else type(exc).__name__
+def _parse_failure(text: str) -> tuple[str | None, str]:
+    """``(exception type, first line of its message)`` of the last traceback in ``text``; type ``None`` without one."""
+    lines = [line.rstrip() for line in text.strip().splitlines()]
+    starts = [i for i, line in enumerate(lines) if line.strip() == "Traceback (most recent call last):"]
+    i = starts[-1] + 1 if starts else 0
+    while starts and i < len(lines) and (not lines[i].strip() or lines[i][:1].isspace()):  # frames, code, carets
+        i += 1
+    report = [line.strip() for line in lines[i:] if line.strip() and not line.strip().startswith(_HINTS)]
+    if not report:
+        return None, (lines[-1].strip() if lines else "")
+    match = _EXCEPTION_LINE.match(report[0]) if starts else None
+    if match is None:
+        return None, report[0]
+    message = (match.group("message") or "").strip()
+    if not message and len(report) > 1:  # "RuntimeError:" alone, the message on the lines below
+        message = report[1]
+    return match.group("type"), message
+
+
+def failure_line(text: str) -> str:
+    """The line of a failed process's report that says what happened, for a one-line error.
+
+    ``text`` is what torch.multiprocessing reports (``-- Process 1 terminated with the following error:`` and
+    the worker's traceback) or any exception text. The line is the first line of the last exception of the
+    last traceback, as ``type: message`` (the message alone for the package's own ``WorkerError``), never a
+    trailing hint such as "For debugging consider passing CUDA_LAUNCH_BLOCKING=1".
+    """
+    kind, message = _parse_failure(text)
+    if kind is None or kind.split(".")[-1] == WorkerError.__name__:
+        return message or "a process failed"
+    return f"{kind}: {message}" if message else kind
+
+
+def _rank_failure(exc: BaseException) -> str:
+    """One line for a failed spawned process: which one and what happened (a user error: its message alone)."""
+    kind, _ = _parse_failure(str(exc))
+    index = getattr(exc, "error_index", None)
+    line = failure_line(str(exc))
+    if kind is None or index is None or kind.split(".")[-1] == WorkerError.__name__:
+        return line
+    return f"process {index} failed: {line}"
 
 
 def _worker(local_rank: int, train: Callable[[TrainConfig], dict[str, Any]], cfg: TrainConfig) -> dict[str, Any]:
@@ -92,7 +149,7 @@ def launch(train: Callable[[TrainConfig], dict[str, Any]], cfg: TrainConfig) -> 
     ``metrics.json``); under torchrun each process runs its own rank. A failure in any rank ends the job
     (spawn terminates the other processes) and is raised here as one ``ValueError`` line.
     """
-    backend = resolve_backend(cfg)
+    placement = place(cfg)  # refused here, before spawning, when the machine cannot hold the job
     if cfg.nproc_per_node:  # fail (or download) once, here, rather than in every spawned process
         ensure_mnist(cfg.data_dir, cfg.download)
     # the launcher's INFO lines and torch's "Terminating process" warning would bury the one-line error
@@ -100,7 +157,11 @@ def launch(train: Callable[[TrainConfig], dict[str, Any]], cfg: TrainConfig) -> 
     logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
     results: list[dict[str, Any]] = []
     try:
-        with idist.Parallel(backend=backend, nproc_per_node=cfg.nproc_per_node) as parallel:
+        # CPU processes see no GPU: ignite would otherwise put process k on cuda:k (set_device(local_rank)) and
+        # idist.auto_model would move its model there. Spawned processes inherit the hidden GPUs; a torchrun
+        # worker hides them from itself, before anything here has initialised CUDA.
+        with gpus_hidden(placement.hide_gpus), \
+                idist.Parallel(backend=placement.backend, nproc_per_node=cfg.nproc_per_node) as parallel:
             if cfg.nproc_per_node:  # spawned: rank 0 writes metrics.json, nothing comes back to this process
                 parallel.run(_worker, train, cfg)
             else:  # torchrun: this process is one rank (Parallel.run returns nothing, so collect it here)
@@ -109,7 +170,7 @@ def launch(train: Callable[[TrainConfig], dict[str, Any]], cfg: TrainConfig) -> 
         raise ValueError(str(e)) from None
     except Exception as e:  # torch.multiprocessing's ProcessRaisedException / ProcessExitedException
         if type(e).__name__.startswith("Process"):
-            raise ValueError(_one_line(e)) from None
+            raise ValueError(_rank_failure(e)) from None
         raise
     return results[0] if results else None
 

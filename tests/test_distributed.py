@@ -1,5 +1,7 @@
 """Data-parallel training with ignite.distributed on real MNIST: spawned, under torchrun, as two "nodes"."""
 
+import json
+import os
 import socket
 import subprocess
 import sys
@@ -12,7 +14,7 @@ from helpers import PYTHON, python_env, truncated_mnist_copy
 from ignite_lenet import artifacts, checkpoints
 from ignite_lenet.config import TrainConfig
 from ignite_lenet.data import InMemoryLoader
-from ignite_lenet.distributed import resolve_backend, threads_per_process
+from ignite_lenet.distributed import failure_line, launch, place, resolve_backend, threads_per_process
 from ignite_lenet.engines import create_evaluator
 from ignite_lenet.train import main
 
@@ -105,7 +107,115 @@ def test_missing_data_is_reported_before_spawning(tmp_path, capsys):
 
 def test_backend_checks():
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="nccl needs CUDA"):
-            resolve_backend(TrainConfig(backend="nccl"))
+        with pytest.raises(ValueError, match="^--nproc-per-node 2 needs 2 GPUs, this machine has 0; use --backend"):
+            resolve_backend(TrainConfig(backend="nccl", nproc_per_node=2))
     assert resolve_backend(TrainConfig(backend="gloo")) == "gloo"
+    placement = place(TrainConfig(backend="gloo", nproc_per_node=2))
+    assert placement.backend == "gloo" and placement.hide_gpus  # CPU processes, whatever the machine has
     assert threads_per_process(2) >= 1
+
+
+def test_nccl_with_too_few_gpus_is_refused_before_spawning(tmp_path, capsys):
+    gpus = torch.cuda.device_count()
+    code = main(["--data-dir", str(tmp_path), "--no-download", "--output-dir", str(tmp_path / "out"),
+                 "--backend", "nccl", "--nproc-per-node", str(gpus + 1), "--no-progress"])
+    err = capsys.readouterr().err
+    # refused before the data check and before any process exists (or: this torch build has no nccl at all)
+    assert code == 2 and err.count("\n") == 1, err
+    assert (f"--nproc-per-node {gpus + 1} needs {gpus + 1} GPU" in err
+            and f"this machine has {gpus}; use --backend gloo for CPU processes" in err) or "not available" in err, err
+
+
+# What CUDA reports for `torch.cuda.set_device(1)` on a one-GPU machine, as torch.multiprocessing carries it
+CUDA_FAILURE = """
+
+-- Process 1 terminated with the following error:
+Traceback (most recent call last):
+  File "/venv/lib/python3.12/site-packages/torch/multiprocessing/spawn.py", line 90, in _wrap
+    fn(i, *args)
+  File "/venv/lib/python3.12/site-packages/ignite/distributed/comp_models/native.py", line 137, in _create_from_backend
+    torch.cuda.set_device(self._local_rank)
+    ~~~~~~~~~~~~~~~~~~~~~^^^^^^^^^^^^^^^^^^
+torch.AcceleratorError: CUDA error: invalid device ordinal
+GPU device may be out of range, do you have enough GPUs?
+Search for `cudaErrorInvalidDevice' in https://docs.nvidia.com/cuda/cuda-runtime-api/group__cuda__runtime__api\
+__structs__enums.html for more information.
+CUDA kernel errors might be asynchronously reported at some other API call, so the stacktrace below might be incorrect.
+For debugging consider passing CUDA_LAUNCH_BLOCKING=1
+Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions.
+"""
+
+CHAINED_FAILURE = """
+-- Process 0 terminated with the following error:
+Traceback (most recent call last):
+  File "a.py", line 3, in f
+    open(path)
+FileNotFoundError: [Errno 2] No such file or directory: 'x'
+
+During handling of the above exception, another exception occurred:
+
+Traceback (most recent call last):
+  File "a.py", line 5, in f
+    raise RuntimeError(
+RuntimeError:
+  the data went missing
+For debugging consider passing CUDA_LAUNCH_BLOCKING=1
+"""
+
+
+@pytest.mark.parametrize("text, expected", [
+    (CUDA_FAILURE, "torch.AcceleratorError: CUDA error: invalid device ordinal"),
+    (CHAINED_FAILURE, "RuntimeError: the data went missing"),
+    ("Traceback (most recent call last):\n  File \"w.py\", line 1\n"
+     "ignite_lenet.distributed.WorkerError: train-labels-idx1-ubyte is truncated\n",
+     "train-labels-idx1-ubyte is truncated"),
+    ("process 1 terminated with signal SIGKILL", "process 1 terminated with signal SIGKILL"),
+    ("CUDA error: out of memory\nCompile with `TORCH_USE_CUDA_DSA` to enable device-side assertions.",
+     "CUDA error: out of memory"),
+])
+def test_the_line_that_says_what_failed(text, expected):
+    assert failure_line(text) == expected
+
+
+def fail_like_cuda_on_rank_1(cfg: TrainConfig) -> dict:
+    """A train function for spawned processes: rank 1 fails with CUDA's multi-line message."""
+    import ignite.distributed as idist
+
+    import time
+
+    idist.barrier()
+    if idist.get_rank() == 1:
+        raise RuntimeError(CUDA_FAILURE.split("torch.AcceleratorError: ", 1)[1])
+    time.sleep(300)  # rank 0 waits, without failing itself, until the launcher ends it
+    return {}
+
+
+def report_devices(cfg: TrainConfig) -> dict:
+    """A train function for spawned processes: what each one sees."""
+    import ignite.distributed as idist
+
+    from ignite_lenet.devices import resolve_device
+
+    report = {"visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "cuda": torch.cuda.is_available(),
+              "device": str(resolve_device(cfg.device)), "idist": str(idist.device())}
+    Path(cfg.output_dir, f"rank{idist.get_rank()}.json").write_text(json.dumps(report))
+    return report
+
+
+def test_a_rank_failing_with_a_multi_line_cuda_error_is_named_in_one_line(mnist_dir, tmp_path):
+    cfg = TrainConfig(data_dir=str(mnist_dir), download=False, output_dir=str(tmp_path), backend="gloo",
+                      nproc_per_node=2)
+    with pytest.raises(ValueError) as error:
+        launch(fail_like_cuda_on_rank_1, cfg)
+    assert str(error.value) == "process 1 failed: RuntimeError: CUDA error: invalid device ordinal"
+
+
+def test_gloo_processes_see_no_gpu_and_train_on_cpu(mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    cfg = TrainConfig(data_dir=str(mnist_dir), download=False, output_dir=str(tmp_path), backend="gloo",
+                      nproc_per_node=2)
+    launch(report_devices, cfg)
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ  # the launcher's environment is restored
+    for rank in (0, 1):
+        report = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert report == {"visible": "", "cuda": False, "device": "cpu", "idist": "cpu"}
