@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from ignite_lenet.data import InMemoryLoader
-from ignite_lenet.engines import create_loss, create_trainer
+from ignite_lenet.engines import create_loss, create_optimizer, create_trainer
 from ignite_lenet.model import LeNet5, optimize_layout
 from ignite_lenet.reference import NotebookLeNet5, notebook_loader
 
@@ -35,10 +35,7 @@ from bench_utils import DEVICES, record
 IMAGES_PER_ROUND = 6400  # per pipeline and timed round; 320 when benchmarks are disabled (CI correctness mode)
 ROUNDS = 7
 PIPELINES = ("notebook", "memory-plain-model", "memory-plain-loop", "ignite")
-CUDA_PIPELINES = ("plain-cuda-graph",)
-# TODO(issue 8, section 2): when the product's trainer replays a captured step on CUDA, add its case here (e.g.
-# "ignite-cuda-graph", built in _build through engines.create_trainer with graphs on). bench_report's training
-# table already gives every row its ratio to "plain-cuda-graph" of the same machine and batch.
+CUDA_PIPELINES = ("plain-cuda-graph", "ignite-cuda-graph")  # the product's trainer replaying its captured step
 
 
 def pipelines(device: torch.device) -> tuple[str, ...]:
@@ -117,21 +114,22 @@ def _build(pipeline: str, batch_size: int, device: torch.device, data, mnist_dir
         model = NotebookLeNet5().to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     else:
-        model = optimize_layout(LeNet5()).to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+        model = optimize_layout(LeNet5(), device).to(device)
+        optimizer = create_optimizer(model.parameters(), "adam", 1e-3, device=device,
+                                     graphs=pipeline == "ignite-cuda-graph")
     if pipeline == "notebook":
         loader = notebook_loader(mnist_dir, train=True, batch_size=batch_size)
         return _plain_loop(model, optimizer, lambda: iter(loader), device)
     split = data.train.to(device)
     loader = InMemoryLoader(split, batch_size, shuffle=True)
-    if pipeline != "ignite":
+    if not pipeline.startswith("ignite"):
         return _plain_loop(model, optimizer, lambda: iter(loader), device)
-    trainer = create_trainer(model, optimizer, device)
+    trainer = create_trainer(model, optimizer, batch_size=batch_size, cuda_graphs=pipeline == "ignite-cuda-graph")
 
     def train(steps: int) -> float:
         loader.max_batches = steps
         trainer.run(loader, max_epochs=1)
-        return trainer.state.output
+        return trainer.state.output.item()  # one sync at the end, as in the plain loops
 
     return train
 

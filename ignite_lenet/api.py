@@ -18,6 +18,7 @@ import logging
 import math
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,11 @@ from ignite.utils import setup_logger
 from matplotlib.figure import Figure
 from torch import nn
 
-from . import artifacts, checkpoints, distributed, handlers, plots
+from . import artifacts, checkpoints, devices, distributed, graphed, handlers, plots
 from .augment import ElasticDistortion, RandomAffine
 from .config import TrainConfig
 from .data import InMemoryLoader, MNISTData, ensure_mnist, load_data
-from .engines import create_evaluator, create_optimizer, create_trainer
+from .engines import create_evaluator, create_train_step
 from .model import INPUT_SHAPE, LeNet5, Standardized, count_parameters, optimize_layout
 
 # Settings that shape the trajectory: a resumed run must use the checkpoint's values.
@@ -43,6 +44,7 @@ RESUME_MUST_MATCH = ("batch_size", "lr", "t_max", "eta_min", "seed", "val_source
                      "sanity_check", "schedule", "augment", "elastic", "optimizer", "weight_decay", "pct_start",
                      "label_smoothing", "ema_decay", "normalize")
 EMA_WARMUP_EPOCHS = 1  # the EMA's momentum warms up over the first epoch's iterations
+GPU_READOUT_EVERY = 50  # on a GPU the loss is read (one host sync) every that many steps; on CPU every step
 
 
 class TrainingDiverged(ValueError):
@@ -101,29 +103,34 @@ class Training:
     logger: logging.Logger
     started: float
     handlers: dict[str, Any] = field(default_factory=dict)
+    determinism: ExitStack = field(default_factory=ExitStack)  # --deterministic's settings, restored by run()
 
     def run(self) -> TrainResult:
         """Train for ``cfg.epochs`` epochs (or what remains after a resume), then test the best model once."""
+        with self.determinism:  # restores torch's global flags however the run ends
+            return self._run()
+
+    def _run(self) -> TrainResult:
         cfg, trainer, history, output_dir = self.cfg, self.trainer, self.history, self.output_dir
         rank, world_size = idist.get_rank(), idist.get_world_size()
         if trainer.state.epoch >= cfg.epochs and trainer.state.epoch > 0:
             self.logger.info(f"already trained for {trainer.state.epoch} epochs; pass a larger --epochs to continue")
         else:
             trainer.run(self.loaders["train"], max_epochs=cfg.epochs, epoch_length=len(self.loaders["train"]))
-        output = trainer.state.output
-        if output is not None and not math.isfinite(float(output)):
+        output = self.handlers["loss_readout"].value
+        if output is not None and not math.isfinite(output):
             kept = (f"best_model.pt of epoch {history.best_epoch()} is kept in {output_dir}" if history.epochs
                     else "no epoch completed")
             raise TrainingDiverged(
                 f"training stopped at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}: the loss "
-                f"became {float(output)}; lower --lr ({kept})"
+                f"became {output}; lower --lr ({kept})"
             )
         training_time = time.perf_counter() - self.started
 
         # the test set, once, with the best epoch's weights (rank 0 wrote them: wait until it has)
         idist.barrier()
         best_model, best_info = checkpoints.load_best_model(output_dir / artifacts.BEST_MODEL, map_location=self.device)
-        tester = create_evaluator(optimize_layout(best_model), self.device, confusion_matrix=True)
+        tester = create_evaluator(optimize_layout(best_model, self.device), self.device, confusion_matrix=True)
         metrics = tester.run(self.loaders["test"]).metrics
         times = history.data["epoch_time_s"]
         train_loader = self.loaders["train"]
@@ -183,17 +190,6 @@ def _log_summary(logger: logging.Logger) -> None:
     logger.info(str(stats))
 
 
-def _resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a ``ValueError``."""
-    if name == "auto":
-        return idist.device() if idist.get_world_size() > 1 else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA GPU is available (torch.cuda.is_available() is False)")
-    if name == "cuda" and idist.get_world_size() > 1:
-        return idist.device()
-    return torch.device(name)
-
-
 def _check_output_dir(output_dir: Path) -> None:
     if output_dir.exists() and not output_dir.is_dir():
         raise ValueError(f"--output-dir {output_dir}: exists and is not a directory")
@@ -204,7 +200,17 @@ def build_training(cfg: TrainConfig) -> Training:
     when ``cfg.resume``); nothing runs until ``Training.run()``."""
     rank, world_size = idist.get_rank(), idist.get_world_size()
     logger = setup_logger("ignite_lenet", format="%(message)s", distributed_rank=rank, stream=sys.stdout)
-    device = _resolve_device(cfg.device)
+    determinism = ExitStack()  # entered before any CUDA work (cuBLAS reads its workspace setting once)
+    determinism.enter_context(devices.configure_determinism(cfg.deterministic))
+    try:
+        return _build(cfg, rank, world_size, logger, determinism)
+    except BaseException:
+        determinism.close()
+        raise
+
+
+def _build(cfg: TrainConfig, rank: int, world_size: int, logger: logging.Logger, determinism: ExitStack) -> Training:
+    device = devices.resolve_device(cfg.device)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     output_dir = Path(cfg.output_dir)
@@ -224,11 +230,23 @@ def build_training(cfg: TrainConfig) -> Training:
         ensure_mnist(cfg.data_dir, cfg.download)
     data = load_data(cfg.data_dir, cfg.download, cfg.val_source, cfg.val_size, cfg.train_eval_size).to(device)
     torch.manual_seed(cfg.seed)
-    net: nn.Module = optimize_layout(LeNet5())
+    net: nn.Module = optimize_layout(LeNet5(), device)
     if cfg.normalize:  # statistics of the training split, the same on every rank
         net = Standardized(net, data.train.images.mean().item(), data.train.images.std().item())
+    if cfg.init_from is not None:
+        initial = checkpoints.load_model(cfg.init_from)
+        if not isinstance(initial, LeNet5):
+            raise ValueError(f"--init-from {cfg.init_from}: needs a best_model.pt or run directory (plain LeNet5 "
+                             f"weights), not an exported program")
+        if isinstance(net, Standardized):
+            net.load_plain_state_dict(initial.state_dict())
+        else:
+            net.load_state_dict(initial.state_dict())
     model = idist.auto_model(net.to(device), sync_bn=False)
-    optimizer = create_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay)
+    cuda_graphs = graphed.use_cuda_graphs(cfg.cuda_graphs, device, world_size,
+                                          varying_betas=cfg.schedule == "onecycle")
+    optimizer = graphed.create_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay, device,
+                                         cuda_graphs)
 
     epoch_length = 1 if cfg.sanity_check else cfg.epoch_length
     eval_batches = 1 if cfg.sanity_check else None
@@ -242,12 +260,16 @@ def build_training(cfg: TrainConfig) -> Training:
         "test": InMemoryLoader(data.test, cfg.eval_batch_size, pad=False, **shard),
     }
 
-    trainer = create_trainer(model, optimizer, device, label_smoothing=cfg.label_smoothing)
+    step = create_train_step(model, optimizer, cfg.batch_size, cfg.label_smoothing, cuda_graphs)
+    trainer = Engine(step)
     train_evaluator = create_evaluator(model, device)
     val_evaluator = create_evaluator(model, device)
     attached: dict[str, Any] = {}
     attached["epoch_seeding"] = handlers.attach_epoch_seeding(trainer, loaders["train"])
-    attached["terminate_on_nan"] = handlers.attach_terminate_on_nan(trainer)
+    every = 1 if device.type == "cpu" else GPU_READOUT_EVERY  # reading a GPU loss waits for the GPU
+    readout = graphed.attach_loss_readout(trainer, step, every)  # the mean loss, for the next three handlers
+    attached["loss_readout"] = readout
+    attached["terminate_on_nan"] = handlers.attach_terminate_on_nan(trainer, readout, every)
     ema = ema_evaluator = None
     if cfg.ema_decay > 0:  # before the evaluations, so each epoch's EMA includes its last step
         ema = handlers.attach_ema(trainer, model, cfg.ema_decay, EMA_WARMUP_EPOCHS * len(loaders["train"]))
@@ -273,21 +295,22 @@ def build_training(cfg: TrainConfig) -> Training:
         "best_checkpoint": best,
         "history": history,
     }
-    if ema is not None:
+    if ema is not None:  # the average and its momentum schedule's position, for an exact resume
         to_save["ema_model"] = ema.ema_model
+        to_save["ema_momentum"] = handlers.SchedulerPosition(ema.momentum_scheduler)
     if cfg.patience is not None:
         to_save["early_stopping"] = handlers.attach_early_stopping(trainer, selection, cfg.patience)
     if rank == 0:
         attached["epoch_log"] = handlers.attach_epoch_log(trainer, history, logger)
         attached["curves"] = handlers.attach_curves(trainer, history, output_dir / artifacts.CURVES)
         if cfg.progress:
-            attached["progress_bar"] = handlers.attach_progress_bar(trainer)
+            attached["progress_bar"] = handlers.attach_progress_bar(trainer, readout, every)
         if cfg.tensorboard:
             evaluators = {"train": train_evaluator, "val": val_evaluator}
             if ema_evaluator is not None:
                 evaluators["val_ema"] = ema_evaluator
             attached["tensorboard"] = handlers.attach_tensorboard(trainer, optimizer, evaluators,
-                                                                  output_dir / "tensorboard")
+                                                                  output_dir / "tensorboard", readout, every)
     to_save_with_config = {**to_save, "config": handlers.Value(cfg.to_dict)}
     attached["training_checkpoint"] = handlers.attach_training_checkpoint(trainer, to_save_with_config, output_dir)
 
@@ -308,7 +331,7 @@ def build_training(cfg: TrainConfig) -> Training:
                     lr_scheduler=lr_scheduler, trainer=trainer, train_evaluator=train_evaluator,
                     val_evaluator=val_evaluator, ema=ema, ema_evaluator=ema_evaluator, loaders=loaders,
                     history=history, best_checkpoint=best, to_save=to_save, logger=logger, started=started,
-                    handlers=attached)
+                    handlers=attached, determinism=determinism)
 
 
 def _train_here(cfg: TrainConfig) -> TrainResult:

@@ -30,7 +30,7 @@ from .plots import new_figure
 
 ENGINE_ORDER = ("eager", "torchscript", "torch-export", "torch-compile", "cuda-graph", "onnxruntime",
                 "onnxruntime-int8")
-PIPELINE_ORDER = ("notebook", "memory-plain-model", "memory-plain-loop", "ignite", "plain-cuda-graph")
+PIPELINE_ORDER = ("notebook", "memory-plain-model", "memory-plain-loop", "ignite", "plain-cuda-graph", "ignite-cuda-graph")
 KINDS = ("inference", "training")
 NOTE_SUFFIX = ".note.txt"
 OUTPUTS = ("REPORT.md", "throughput.png", "latency.png")

@@ -158,6 +158,10 @@ class TrainConfig:
         None, "iterations per epoch (Ignite's epoch_length) for short runs; default: the whole training split"
     )
     resume: bool = _opt(False, "continue from the training checkpoint in --output-dir")
+    init_from: str | None = _opt(
+        None, "start from the weights of a best_model.pt or run directory (fine-tuning) instead of random ones",
+        metavar="PATH",
+    )
     patience: int | None = _opt(
         None, "stop early after this many epochs without a lower validation loss (default: never)"
     )
@@ -244,6 +248,10 @@ class TrainConfig:
             raise ValueError(f"--val-size must be between 1 and 59999, got {self.val_size!r}")
         if not 0 <= self.train_eval_size <= 60000:
             raise ValueError(f"--train-eval-size must be 0 (all) or positive, got {self.train_eval_size!r}")
+        if self.init_from is not None and self.resume:
+            raise ValueError("--init-from starts a new run from given weights; --resume continues one: pick one")
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
+            raise ValueError(f"--init-from must be a path, got {self.init_from!r}")
         for name in ("data_dir", "output_dir"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ValueError(f"{_flag(name)} must be a non-empty path, got {getattr(self, name)!r}")

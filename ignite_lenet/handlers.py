@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -25,6 +26,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR
 
 from . import artifacts, plots
 from .data import InMemoryLoader
+from .graphed import LossReadout, readout_event
 from .model import plain_state_dict
 
 
@@ -90,6 +92,23 @@ class Value:
         pass
 
 
+class SchedulerPosition:
+    """The position (``event_index``) of an Ignite parameter scheduler as checkpointable state.
+
+    The scheduler's own ``state_dict`` holds its lambda object, which ``torch.load(weights_only=True)`` refuses;
+    its position is all a resume needs (the rest is rebuilt from the configuration).
+    """
+
+    def __init__(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+
+    def state_dict(self) -> dict[str, int]:
+        return {"event_index": int(self.scheduler.event_index)}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.scheduler.event_index = int(state["event_index"])
+
+
 class ReplacingDiskSaver(DiskSaver):
     """``DiskSaver`` for a fixed file name that is replaced in place.
 
@@ -146,15 +165,18 @@ def _stepper(scheduler: torch.optim.lr_scheduler.LRScheduler) -> Callable[[], No
     return step_lr_scheduler
 
 
-def attach_terminate_on_nan(trainer: Engine, every: int = 1) -> TerminateOnNan:
+def attach_terminate_on_nan(trainer: Engine, readout: LossReadout | None = None, every: int = 1) -> TerminateOnNan:
     """Stop training when the loss becomes NaN or infinite (``train`` then raises ``TrainingDiverged``).
 
-    ``every`` > 1 looks every that many iterations and at each epoch's end (for losses kept on the GPU, where
-    each look waits for the device).
+    With a ``readout`` (``graphed.attach_loss_readout``, attached before on the same ``every``) it checks the
+    mean loss of the last ``every`` steps and of each epoch's last step, without waiting for a GPU in between;
+    without one, the trainer's output after every iteration.
     """
-    handler = TerminateOnNan()
+    if readout is None:
+        handler, event = TerminateOnNan(), Events.ITERATION_COMPLETED
+    else:
+        handler, event = TerminateOnNan(output_transform=lambda _: readout.value), readout_event(every)
     handler.logger.setLevel(logging.ERROR)  # Ignite logs it twice; the run reports it once, as an error
-    event = Events.ITERATION_COMPLETED if every == 1 else Events.ITERATION_COMPLETED(every=every) | Events.EPOCH_COMPLETED
     trainer.add_event_handler(event, handler)
     return handler
 
@@ -329,23 +351,27 @@ def in_notebook() -> bool:
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
-def attach_progress_bar(trainer: Engine, every: int = 1) -> ProgressBar | None:
+def attach_progress_bar(trainer: Engine, readout: LossReadout, every: int = 1) -> ProgressBar | None:
     """Ignite's ``ProgressBar`` (tqdm's notebook widget in Jupyter, the text bar on a terminal) with the
-    running per-sample loss; nothing when output goes to a file or pipe. ``every`` > 1 updates it every that
-    many iterations (each update reads the loss, which waits for a GPU)."""
+    running per-sample loss of ``readout``, updated when it is read (every ``every`` steps); nothing when
+    output goes to a file or pipe."""
     if not (sys.stderr.isatty() or in_notebook()):
         return None
     bar = ProgressBar(persist=False)
-    event = Events.ITERATION_COMPLETED if every == 1 else Events.ITERATION_COMPLETED(every=every)
-    bar.attach(trainer, output_transform=lambda loss: {"loss": float(loss)}, event_name=event)
+    bar.attach(trainer, output_transform=lambda _: {"loss": _finite_or_nan(readout.value)},
+               event_name=readout_event(every))
     return bar
+
+
+def _finite_or_nan(value: float | None) -> float:
+    return math.nan if value is None else value
 
 
 def attach_tensorboard(
     trainer: Engine, optimizer: torch.optim.Optimizer, evaluators: Mapping[str, Engine], log_dir: str | Path,
-    every: int = 1,
+    readout: LossReadout, every: int = 1,
 ) -> Any:
-    """Ignite's ``TensorboardLogger`` in ``log_dir``: ``training/loss`` per iteration (every ``every``),
+    """Ignite's ``TensorboardLogger`` in ``log_dir``: ``training/loss`` (the ``readout``'s, every ``every``),
     ``lr/group_0`` and, per epoch, ``<name>/loss`` and ``<name>/accuracy`` of each evaluator (``train``,
     ``val``, ``val_ema``), with the trainer's epoch as step. Closed when training completes."""
     try:
@@ -354,9 +380,9 @@ def attach_tensorboard(
     except ImportError:
         raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
     logger = TensorboardLogger(log_dir=str(log_dir))
-    event = Events.ITERATION_COMPLETED if every == 1 else Events.ITERATION_COMPLETED(every=every)
+    event = readout_event(every)
     logger.attach_output_handler(trainer, event_name=event, tag="training",
-                                 output_transform=lambda loss: {"loss": float(loss)})
+                                 output_transform=lambda _: {"loss": _finite_or_nan(readout.value)})
     logger.attach_opt_params_handler(trainer, event_name=event, optimizer=optimizer, param_name="lr")
     for name, evaluator in evaluators.items():
         logger.attach_output_handler(evaluator, event_name=Events.COMPLETED, tag=name,

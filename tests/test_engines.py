@@ -26,7 +26,7 @@ def test_trainer_uses_the_summed_loss_and_reports_it_per_sample(mnist_data):
     reference.load_state_dict(model.state_dict())
     batch = (mnist_data.train.images[:32], mnist_data.train.labels[:32])
 
-    trainer = create_trainer(model, torch.optim.SGD(model.parameters(), lr=0.01))
+    trainer = create_trainer(model, torch.optim.SGD(model.parameters(), lr=0.01), batch_size=32)
     trainer.run([batch], max_epochs=1)
 
     # the same step by hand with the notebook's reduction="sum"
@@ -35,7 +35,7 @@ def test_trainer_uses_the_summed_loss_and_reports_it_per_sample(mnist_data):
     with torch.no_grad():
         for p in reference.parameters():
             p -= 0.01 * p.grad
-    assert trainer.state.output == pytest.approx(loss.item() / 32, rel=1e-5)
+    assert trainer.state.output.item() == pytest.approx(loss.item() / 32, rel=1e-5)
     for p, q in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(p, q)
 

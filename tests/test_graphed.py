@@ -12,7 +12,9 @@ from ignite.engine import Engine, Events
 from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR
 
 from ignite_lenet.data import InMemoryLoader
-from ignite_lenet.engines import create_evaluator, create_trainer
+from ignite.engine import create_supervised_trainer
+
+from ignite_lenet.engines import create_evaluator, create_loss
 from ignite_lenet.graphed import (
     GraphedTrainStep,
     attach_loss_readout,
@@ -64,10 +66,15 @@ def _batches(split, sizes, device="cpu", seed=0):
 # -- CPU: the same math as the plain summed step
 
 
-def test_full_batches_in_an_engine_match_todays_trainer_bit_for_bit(mnist_data):
+def _reference_trainer(model, optimizer):
+    """Ignite's own supervised trainer with the notebook's summed loss: the step before CUDA graphs."""
+    return create_supervised_trainer(model, optimizer, create_loss())
+
+
+def test_full_batches_in_an_engine_match_ignites_supervised_trainer_bit_for_bit(mnist_data):
     (model_a, opt_a), (model_b, opt_b) = _pair()
     loader = InMemoryLoader(mnist_data.train, 32, shuffle=True, seed=0, max_batches=40)
-    create_trainer(model_a, opt_a).run(loader, max_epochs=2)
+    _reference_trainer(model_a, opt_a).run(loader, max_epochs=2)
     step = GraphedTrainStep(model_b, opt_b, batch_size=32)
     assert not step.use_graph  # CPU: eager
     trainer = Engine(step)
@@ -105,7 +112,7 @@ def test_engine_with_schedulers_and_the_loss_readout(mnist_data):
     """Cosine per epoch and one-cycle per iteration, as train.py attaches them: identical weights and lrs."""
     (model_a, opt_a), (model_b, opt_b) = _pair()
     loader = InMemoryLoader(mnist_data.train, 32, shuffle=True, seed=1, max_batches=25)
-    trainers = [create_trainer(model_a, opt_a), Engine(GraphedTrainStep(model_b, opt_b, batch_size=32))]
+    trainers = [_reference_trainer(model_a, opt_a), Engine(GraphedTrainStep(model_b, opt_b, batch_size=32))]
     lrs = [[], []]
     for trainer, opt, seen in zip(trainers, (opt_a, opt_b), lrs):
         cosine, cycle = CosineAnnealingLR(opt, T_max=2, eta_min=1e-5), OneCycleLR(opt, 3e-3, total_steps=75)

@@ -46,3 +46,26 @@ def test_fast_formulation_matches_the_plain_notebook_model_forward_and_backward(
 def test_conv3_rejects_a_map_it_does_not_cover():
     with pytest.raises(ValueError, match="exactly the kernel's size"):
         LeNet5().conv3(torch.rand(2, 16, 6, 6))
+
+
+def test_standardisation_folds_into_conv1_exactly_on_real_mnist(mnist_data):
+    from ignite_lenet.model import Standardized, plain_state_dict
+
+    torch.manual_seed(0)
+    images = mnist_data.train.images
+    wrapped = Standardized(LeNet5(), images.mean().item(), images.std().item())
+    with torch.no_grad():  # trained-looking weights: large enough that a wrong fold would show
+        for p in wrapped.parameters():
+            p.mul_(3)
+    folded = wrapped.folded()
+    assert isinstance(folded, LeNet5) and count_parameters(folded) == 61706
+    assert set(plain_state_dict(wrapped)) == set(LeNet5().state_dict())
+    x = mnist_data.test.images[:512]
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), wrapped(x), atol=1e-5, rtol=0)
+        # and back: unfolding a plain model's weights gives the same function on standardised inputs
+        again = Standardized(LeNet5(), wrapped.mean.item(), wrapped.std.item())
+        again.load_plain_state_dict(folded.state_dict())
+        torch.testing.assert_close(again(x), wrapped(x), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="std"):
+        Standardized(LeNet5(), 0.1, 0.0)
