@@ -192,8 +192,8 @@ def normalize_digit(gray: np.ndarray, invert: bool | None = None) -> tuple[np.nd
     if min(height, width) < MIN_SIDE:
         raise NoDigitFound(f"no digit found: a {width}x{height} image is too small to hold one (at least "
                            f"{MIN_SIDE}x{MIN_SIDE})")
-    if invert is None:
-        invert = bool(np.median(_border(gray)) > 0.5)
+    if invert is None:  # a border lighter than the middle of the image's own range: a light page
+        invert = bool(np.median(_border(gray)) > (gray.min() + gray.max()) / 2)
     if invert:
         gray = 1.0 - gray
     background = float(np.median(_border(gray)))
@@ -257,11 +257,28 @@ def read_gray(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarra
     if alpha is not None and alpha.min() < 1.0:
         if alpha.max() <= 0.0:
             raise NoDigitFound(f"{path}: no digit found: the image is fully transparent")
-        ink_level = float((gray * alpha).sum() / alpha.sum())
-        background = 1.0 if ink_level < 0.5 else 0.0
-        gray = alpha * gray + (1.0 - alpha) * background
+        gray = alpha * gray + (1.0 - alpha) * _canvas(gray, alpha)
     factor = math.ceil(max(gray.shape) / WORKING_SIDE)
     return _box_reduce(gray, factor) if factor > 1 else gray
+
+
+def _canvas(gray: np.ndarray, alpha: np.ndarray) -> float:
+    """The background transparent pixels stand for: 1.0 (white) behind dark ink, 0.0 behind light ink.
+
+    Anti-aliased edges were blended with the canvas the artist saw: when the opaque pixels next to transparent
+    ones are lighter than the inner ones, the canvas was light. Ink of one colour (anti-aliased in its alpha
+    channel only) shows no such difference; then the ink's own level decides.
+    """
+    opaque = alpha > 0.5
+    clear = np.pad(~opaque, 1, constant_values=False)
+    touches = clear[:-2, 1:-1] | clear[2:, 1:-1] | clear[1:-1, :-2] | clear[1:-1, 2:]
+    edge, inner = opaque & touches, opaque & ~touches
+    if edge.any() and inner.any():
+        difference = float(gray[edge].mean() - gray[inner].mean())
+        if abs(difference) > 0.05:
+            return 1.0 if difference > 0 else 0.0
+    ink_level = float((gray * alpha).sum() / alpha.sum())
+    return 1.0 if ink_level < 0.5 else 0.0
 
 
 def _channels(image) -> tuple[np.ndarray, np.ndarray | None]:  # noqa: ANN001 - a PIL image

@@ -6,6 +6,7 @@ import torch
 
 from ignite_lenet.data import load_mnist, preprocess
 from ignite_lenet.inference import OnnxClassifier, TorchScriptClassifier, load_classifier, load_image
+from ignite_lenet.preprocessing import NoDigitFound
 
 
 @pytest.fixture(scope="module")
@@ -83,5 +84,5 @@ def test_load_image_converts_rgb_resizes_and_detects_inversion(raw_test, tmp_pat
     assert inverted and x.shape == (1, 32, 32) and x.dtype == np.float32
     reference = preprocess(digit[None]).numpy()[0]
     assert np.abs(x - reference).mean() < 0.05  # same digit, through a 4x upscale and back
-    _, inverted = load_image(tmp_path / "dark_on_light.png", invert=False)
-    assert not inverted
+    with pytest.raises(NoDigitFound):  # told not to invert, a light page holds no light ink
+        load_image(tmp_path / "dark_on_light.png", invert=False)
