@@ -80,6 +80,15 @@ class _Classifier:
                 raise ValueError(f"{source}: metadata 'input_shape' is not a shape like [\"batch\", 1, 32, 32]") from None
         self.input_size = input_size
 
+    def accepted_shapes(self) -> str:
+        """The image batch shapes ``predict`` takes, in words."""
+        if self.raw_input:
+            return "(N, 28, 28) or (N, 1, 28, 28) (a raw-input model: MNIST's 28x28 images)"
+        if self.input_size == (32, 32):
+            return ACCEPTED_SHAPES
+        h, w = self.input_size
+        return f"(N, 1, {h}, {w}), (N, {h}, {w}), (N, 28, 28) or (N, 1, 28, 28)"
+
     def prepare(self, images: Any) -> np.ndarray:
         """The model's input batch; raises ``ValueError`` for other shapes, dtypes or non-finite values."""
         array = _as_array(images)
@@ -88,7 +97,7 @@ class _Classifier:
         shape = array.shape
         spatial = tuple(shape[-2:]) if array.ndim in (3, 4) else None
         if (array.ndim == 4 and shape[1] != 1) or spatial not in (self.input_size, (SOURCE_SIZE, SOURCE_SIZE)):
-            raise ValueError(f"images must have shape {ACCEPTED_SHAPES}, got {shape}")
+            raise ValueError(f"images must have shape {self.accepted_shapes()}, got {shape}")
         if array.dtype != np.uint8 and array.size:
             if not np.isfinite(array).all():
                 raise ValueError("images contain non-finite values (NaN or infinity)")
@@ -98,8 +107,6 @@ class _Classifier:
         if array.ndim == 4:
             array = array[:, 0]
         if self.raw_input:
-            if spatial != (SOURCE_SIZE, SOURCE_SIZE):
-                raise ValueError(f"this raw-input model takes (N, 28, 28) images, got {shape}")
             if array.dtype != np.uint8:
                 array = np.rint(array * 255).astype(np.uint8)
             return np.ascontiguousarray(array)

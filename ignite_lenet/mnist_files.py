@@ -125,7 +125,8 @@ def _download(data_dir: Path) -> None:
     """
     from torchvision import datasets  # the one torch-side import of this module, only when downloading
 
-    created = [p for p in (data_dir, data_dir / "MNIST", raw_dir(data_dir)) if not p.exists()]
+    ancestors = [p for p in reversed(data_dir.absolute().parents) if not p.exists()]
+    created = ancestors + [p for p in (data_dir, data_dir / "MNIST", raw_dir(data_dir)) if not p.exists()]
     data_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=data_dir, prefix=".mnist-download-"))
     previous = socket.getdefaulttimeout()
