@@ -480,7 +480,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def _percent(accuracy: float | None) -> str:
-    return "not checked" if accuracy is None else f"{100 * accuracy:.2f}%"
+    return "n/a (no MNIST)" if accuracy is None else f"{100 * accuracy:.2f}%"
 
 
 def export(
