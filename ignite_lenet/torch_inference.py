@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +63,12 @@ class ExportedProgramClassifier(_TorchClassifier):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such model file")
+        if not zipfile.is_zipfile(path):  # torch.export.load would log a whole traceback before raising
+            raise ValueError(f"{path}: not a loadable torch.export program (not a .pt2 archive)")
         extra = {METADATA_FILE: ""}
+        logger = logging.getLogger("torch.export")
+        level = logger.level
+        logger.setLevel(logging.ERROR)  # its deserialisation warnings repeat the error raised below; restored after
         try:
             program = torch.export.load(str(path), extra_files=extra)
             if device != "cpu":  # exported modules move with a pass, not .to()
@@ -69,6 +76,8 @@ class ExportedProgramClassifier(_TorchClassifier):
             self.module = program.module()
         except Exception as e:
             raise ValueError(f"{path}: not a loadable torch.export program ({type(e).__name__})") from None
+        finally:
+            logger.setLevel(level)
         self.device = device
         self.path = path
         super().__init__(_metadata(path, extra[METADATA_FILE]), source=str(path))
