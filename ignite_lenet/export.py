@@ -377,7 +377,8 @@ def _predict_all(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, ba
     for i in range(0, len(images), batch_size):
         outputs = np.asarray(run(np.ascontiguousarray(images[i : i + batch_size])))
         if not np.isfinite(outputs).all():
-            raise ExportMismatch(f"non-finite outputs (NaN or infinity) on verification images {i}-{i + len(outputs) - 1}")
+            raise ExportMismatch(f"non-finite outputs (NaN or infinity) on verification images "
+                                 f"{i}-{i + len(outputs) - 1}")
         predictions.append(outputs.argmax(1))
     return np.concatenate(predictions)
 

@@ -77,7 +77,8 @@ class _Classifier:
                 shape = json.loads(metadata.get("input_shape", '["batch", 1, 32, 32]'))
                 input_size = (int(shape[-2]), int(shape[-1]))
             except (json.JSONDecodeError, TypeError, ValueError, IndexError, KeyError):
-                raise ValueError(f"{source}: metadata 'input_shape' is not a shape like [\"batch\", 1, 32, 32]") from None
+                raise ValueError(f"{source}: metadata 'input_shape' is not a shape like "
+                                 f"[\"batch\", 1, 32, 32]") from None
         self.input_size = input_size
 
     def accepted_shapes(self) -> str:

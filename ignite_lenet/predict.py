@@ -3,7 +3,8 @@
     python -m ignite_lenet.predict --model exports/lenet5.onnx digit1.png photo.jpg
     python -m ignite_lenet.predict --model exports/lenet5.onnx --output-format jsonl --top-k 3 scans/
     python -m ignite_lenet.predict --model exports/lenet5.onnx --test-set --data-dir ../shared/datasets
-    python -m ignite_lenet.predict --model exports/lenet5.raw.onnx --idx t10k-images-idx3-ubyte --labels t10k-labels-idx1-ubyte
+    python -m ignite_lenet.predict --model exports/lenet5.raw.onnx --idx t10k-images-idx3-ubyte \
+        --labels t10k-labels-idx1-ubyte
 
 Image files are normalised the way MNIST was made (polarity, crop, 20x20, centre of mass) and print
 ``path<TAB>predicted<TAB>probability`` per line (``--output-format jsonl|csv|json`` for scripts); sets
@@ -46,11 +47,13 @@ def get_args_parser() -> ArgumentParser:
     parser.add_argument("--model", default="exports/lenet5.onnx", metavar="PATH",
                         help="exported model: .onnx (ONNX Runtime, no torch), .pt2 (torch.export) or TorchScript .pt; "
                         "a directory holding lenet5.onnx (default: %(default)s)")
-    parser.add_argument("--idx", metavar="FILE", help="an IDX image file (N x 28 x 28 uint8, like MNIST's), .gz allowed")
+    parser.add_argument("--idx", metavar="FILE",
+                        help="an IDX image file (N x 28 x 28 uint8, like MNIST's), .gz allowed")
     parser.add_argument("--labels", metavar="FILE", help="IDX labels for --idx, to report accuracy")
     parser.add_argument("--test-set", action="store_true", help="predict the 10,000 MNIST test images")
     parser.add_argument("--data-dir", default=default_data_dir(), metavar="DIR",
-                        help="MNIST directory for --test-set (default: $IGNITE_LENET_DATA_DIR or ./data, now %(default)s)")
+                        help="MNIST directory for --test-set (default: $IGNITE_LENET_DATA_DIR or ./data, now "
+                        "%(default)s)")
     parser.add_argument("--no-download", dest="download", action="store_false",
                         help="with --test-set, never download MNIST")
     parser.add_argument("--batch-size", type=int_range(1, MAX_BATCH), default=1024, metavar="N",
@@ -143,7 +146,7 @@ def _read_set(args) -> tuple[str, np.ndarray, np.ndarray | None]:
     return str(args.idx), images, labels
 
 
-def _columns(rows: list[dict[str, Any]], top_k: int, with_probs: bool, classes: int) -> list[str]:
+def _columns(top_k: int, with_probs: bool, classes: int) -> list[str]:
     columns = ["label", "probability"]
     for k in range(2, top_k + 1):
         columns += [f"label_{k}", f"probability_{k}"]
@@ -168,7 +171,7 @@ def _print_rows(key: str, rows: list[dict[str, Any]], args, classes: int) -> Non
             print(json.dumps(row))
     elif args.output_format == "csv":
         writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow([key, *_columns(rows, args.top_k, args.probabilities, classes)])
+        writer.writerow([key, *_columns(args.top_k, args.probabilities, classes)])
         for row in rows:
             writer.writerow([row[key], *_flat(row, args.top_k, args.probabilities)])
     else:  # text: tab-separated, so paths with spaces stay one field
@@ -217,7 +220,8 @@ def _run_set(args, clf) -> int:
         for i, row in enumerate(rows):
             row["index"] = i
             if labels is not None:
-                row["true_label"] = clf.class_names[labels[i]] if 0 <= labels[i] < len(clf.class_names) else str(labels[i])
+                known = 0 <= labels[i] < len(clf.class_names)
+                row["true_label"] = clf.class_names[labels[i]] if known else str(labels[i])
         _print_rows("index", rows, args, len(clf.class_names))
         print(line, file=sys.stderr if args.output_format != "text" else sys.stdout)
     else:

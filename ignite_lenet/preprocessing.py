@@ -251,7 +251,8 @@ def read_gray(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarra
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ValueError(f"{path}: refused as a decompression bomb ({e})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, EOFError) as e:
-        raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
+        detail = " ".join(str(e).split())[:120]
+        raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {detail})") from None
     if not np.isfinite(gray).all():
         raise ValueError(f"{path}: the image has non-finite pixel values (NaN or infinity)")
     if alpha is not None and alpha.min() < 1.0:
