@@ -32,19 +32,3 @@ def truncated_mnist_copy(mnist_dir: Path, dest: Path) -> Path:
     target.write_bytes(target.read_bytes()[:5000])
     return dest
 
-
-def _raw_export(trained_checkpoint, mnist_dir, tmp_path_factory):
-    """``lenet5.onnx`` and ``lenet5.raw.onnx`` of ``trained_checkpoint`` (the product's export, verified)."""
-    from ignite_lenet.export import export
-
-    out = tmp_path_factory.mktemp("raw_export")
-    return export(trained_checkpoint, out, ("onnx",), raw_input=True, data_dir=mnist_dir, download=False,
-                  log=lambda line: None)
-
-
-try:  # a session fixture shared by the modules that import it (pytest is there whenever tests run)
-    import pytest
-
-    raw_exported = pytest.fixture(scope="session")(_raw_export)
-except ImportError:  # pragma: no cover
-    pass

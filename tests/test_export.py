@@ -11,7 +11,7 @@ import onnx.numpy_helper
 import pytest
 import torch
 
-from helpers import PYTHON, python_env, raw_exported, run_module  # noqa: F401 - raw_exported: a fixture
+from helpers import PYTHON, python_env, run_module
 from ignite_lenet import export as E
 from ignite_lenet.data import load_mnist, preprocess
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import raw_exported  # noqa: F401 - a session fixture
 from ignite_lenet.data import load_mnist, preprocess
 from ignite_lenet.inference import OnnxClassifier, TorchScriptClassifier, load_classifier, load_image
 from ignite_lenet.preprocessing import NoDigitFound

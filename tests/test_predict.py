@@ -6,7 +6,7 @@ import json
 import pytest
 from PIL import Image
 
-from helpers import raw_exported, run_module  # noqa: F401 - raw_exported: a fixture
+from helpers import run_module
 from ignite_lenet.data import load_mnist, raw_dir
 from ignite_lenet.predict import main
 

@@ -85,10 +85,10 @@ def _variants(digit: np.ndarray, rng: np.random.Generator) -> dict[str, Image.Im
     page = np.full((300, 400), 255, np.uint8)
     r, c = rng.integers(0, 272), rng.integers(0, 372)
     page[r : r + 28, c : c + 28] = 255 - digit  # a digit taking a few % of a white page, anywhere on it
-    paper = np.full((600, 450), 235, np.uint8)  # grey paper, a larger digit off-centre
-    ink = np.asarray(Image.fromarray(digit).resize((112, 112), Image.BILINEAR)).astype(np.int64)
-    r, c = rng.integers(0, 488), rng.integers(0, 338)
-    paper[r : r + 112, c : c + 112] = 235 - ink * 200 // 255
+    paper = np.full((360, 270), 235, np.uint8)  # grey paper, a larger digit off-centre
+    ink = np.asarray(Image.fromarray(digit).resize((84, 84), Image.BILINEAR)).astype(np.int64)
+    r, c = rng.integers(0, 276), rng.integers(0, 186)
+    paper[r : r + 84, c : c + 84] = 235 - ink * 200 // 255
     rgba = np.zeros((100, 100, 4), np.uint8)  # black ink on a transparent canvas (its RGB all black)
     rgba[..., 3] = np.asarray(Image.fromarray(digit).resize((100, 100), Image.BILINEAR))
     la = np.zeros((56, 56, 2), np.uint8)  # white ink on a transparent canvas
