@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
 EXIT_USAGE = 2
@@ -33,3 +34,38 @@ def run_cli(prog: str, work: Callable[[], int | None], interrupted_hint: str = "
     except KeyboardInterrupt:
         print(f"{prog}: interrupted{'; ' + interrupted_hint if interrupted_hint else ''}", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def int_range(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type``: an integer in ``[low, high]``, else one line naming the flag and the range.
+
+    Rejects what would overflow later (``--threads 1e20``, ``--batch-size 10**23``) or make no sense (negative
+    counts) at parse time, so the error names the flag.
+    """
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip().replace("_", ""), 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer from {low:,} to {high:,}, got {text!r}") from None
+        if not low <= value <= high:
+            shown = text if len(text) <= 24 else text[:21] + "..."
+            raise argparse.ArgumentTypeError(f"must be an integer from {low:,} to {high:,}, got {shown}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in some messages
+    return parse
+
+
+def output_dir(text: str) -> str:
+    """An argparse ``type`` for ``--output-dir``: refuses a path that is (or lies under) an existing file."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a directory, got an empty path")
+    path = Path(text)
+    for parent in (path, *path.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                what = "is a file" if parent == path else f"lies under {parent}, which is a file"
+                raise argparse.ArgumentTypeError(f"{text} {what}, not a directory")
+            break
+    return text

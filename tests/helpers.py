@@ -31,3 +31,4 @@ def truncated_mnist_copy(mnist_dir: Path, dest: Path) -> Path:
     target = raw / "t10k-labels-idx1-ubyte"
     target.write_bytes(target.read_bytes()[:5000])
     return dest
+

@@ -60,7 +60,10 @@ def test_missing_files_name_the_files_and_the_place(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         D.load_mnist(tmp_path, "train", download=False)
     message = str(info.value)
-    assert "train-images-idx3-ubyte" in message and "t10k-labels-idx1-ubyte" in message
+    assert "train-images-idx3-ubyte" in message and "train-labels-idx1-ubyte" in message
+    assert "t10k" not in message  # only the split asked for is needed (export verifies on the test split alone)
+    with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte"):
+        D.ensure_mnist(tmp_path, download=False)  # training's check still wants all four
     assert str(D.raw_dir(tmp_path)) in message and "\n" not in message
 
 
@@ -69,9 +72,29 @@ def test_failed_download_says_so_and_where_to_put_the_files(tmp_path, monkeypatc
 
     # nothing listens on port 9 of this machine: the download fails at once, as it does offline
     monkeypatch.setattr(datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    target = tmp_path / "new" / "data"
     with pytest.raises(FileNotFoundError, match="download failed") as info:
-        D.load_mnist(tmp_path, "train", download=True)
-    assert str(D.raw_dir(tmp_path)) in str(info.value)
+        D.load_mnist(target, "train", download=True)
+    assert str(D.raw_dir(target)) in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # no empty data/MNIST/raw (nor data/, nor new/) left behind
+    (tmp_path / "kept").mkdir()  # a directory that existed before stays, empty or not
+    with pytest.raises(FileNotFoundError, match="download failed"):
+        D.ensure_mnist(tmp_path / "kept", download=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"] and list((tmp_path / "kept").iterdir()) == []
+
+
+def test_mnist_files_needs_no_torch(mnist_dir):
+    import subprocess
+
+    from helpers import PYTHON, python_env
+
+    script = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
+              "from ignite_lenet.mnist_files import read_mnist\n"
+              f"images, labels = read_mnist(r'{mnist_dir}', 'test', download=False)\n"
+              "print(images.shape, labels[:5].tolist())")
+    done = subprocess.run([PYTHON, "-c", script], env=python_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(10000, 28, 28) [7, 2, 1, 0, 4]"
 
 
 def test_truncated_and_corrupt_files_are_reported(mnist_dir, tmp_path):

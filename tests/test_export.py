@@ -168,3 +168,79 @@ def test_cli_bad_checkpoints_are_one_line_errors(make, expected, tmp_path, mnist
     err = capsys.readouterr().err
     assert code == 2 and expected in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_raw_input_model_is_bit_identical_and_runs_from_plain_onnxruntime(raw_exported, mnist_dir, tmp_path):
+    from ignite_lenet.preprocessing import to_model_input
+
+    report = raw_exported
+    assert report.files["raw"].name == "lenet5.raw.onnx"
+    assert report.test_accuracy["raw"] == report.test_accuracy["onnx"] > 0.85  # same class on all 10,000
+    proto = onnx.load(str(report.files["raw"]))
+    (inp,) = proto.graph.input
+    assert inp.name == "image" and inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim] == ["batch", 28, 28]
+    # the preprocessing inside the graph gives training's pixels exactly: expose the float model's input
+    import onnxruntime
+
+    raw, _ = load_mnist(mnist_dir, "test", download=False)
+    raw = raw.numpy()
+    proto.graph.output.append(onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, None))
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert np.array_equal(session.run(["input"], {"image": raw})[0], to_model_input(raw))
+    # the README's program: numpy + onnxruntime only, MNIST's test IDX file as it is
+    from pathlib import Path
+
+    program = Path(__file__).resolve().parents[1] / "examples" / "classify_idx.py"
+    script = textwrap.dedent(f"""
+        import runpy, sys
+        for name in ("ignite_lenet", "torch", "torchvision"):
+            sys.modules[name] = None  # importing any of them now fails
+        sys.argv = ["classify_idx.py", r"{report.files['raw']}", r"{mnist_dir}/MNIST/raw/t10k-images-idx3-ubyte",
+                    r"{mnist_dir}/MNIST/raw/t10k-labels-idx1-ubyte"]
+        runpy.run_path(r"{program}", run_name="__main__")
+    """)
+    done = subprocess.run([PYTHON, "-c", script], env=python_env(), capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert f"10000 images, accuracy {100 * report.test_accuracy['raw']:.2f}%" in done.stdout
+
+
+def _checkpoint_trained_elsewhere(trained_checkpoint, tmp_path, data_dir):
+    """A copy of ``trained_checkpoint`` in a run directory, its recorded ``data_dir`` set to ``data_dir``."""
+    checkpoint = torch.load(trained_checkpoint, weights_only=True)
+    checkpoint["config"] = {**checkpoint["config"], "data_dir": str(data_dir)}
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(checkpoint, run / "best_model.pt")
+    return run
+
+
+def test_export_finds_mnist_where_the_checkpoint_was_trained(trained_checkpoint, mnist_dir, tmp_path, monkeypatch):
+    run = _checkpoint_trained_elsewhere(trained_checkpoint, tmp_path, mnist_dir)
+    monkeypatch.delenv("IGNITE_LENET_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    lines = []
+    report = E.export(run, tmp_path / "out", ("onnx",), log=lines.append)  # a run directory, no --data-dir
+    assert report.test_accuracy["onnx"] == report.test_accuracy["eager"] > 0.85
+    assert not any("not checked" in line for line in lines)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "run"]  # no ./data made
+
+
+@pytest.mark.parametrize("opset", [E.MIN_OPSET, E.MAX_OPSET])
+def test_without_mnist_exports_are_verified_on_synthetic_images_and_opsets_are_honoured(
+        trained_checkpoint, tmp_path, monkeypatch, opset):
+    run = _checkpoint_trained_elsewhere(trained_checkpoint, tmp_path, tmp_path / "gone")
+    monkeypatch.delenv("IGNITE_LENET_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    lines = []
+    report = E.export(run, tmp_path / "out", ("onnx",), opset=opset, raw_input=True, log=lines.append)
+    notes = [line for line in lines if "not checked" in line]
+    assert len(notes) == 1 and "synthetic" in notes[0] and "\n" not in notes[0]
+    assert report.test_accuracy["onnx"] is None and report.max_abs_diff["onnx"] <= 1e-4
+    for name in ("onnx", "raw"):
+        proto = onnx.load(str(report.files[name]))
+        assert [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")] == [opset]
+    meta = {p.key: p.value for p in onnx.load(str(report.files["onnx"])).metadata_props}
+    assert meta["test_accuracy"].startswith("not checked")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "run"]  # nothing downloaded, no empty dirs

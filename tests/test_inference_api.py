@@ -1,4 +1,6 @@
-"""The inference API on real MNIST: input forms, engines agreeing, clear errors."""
+"""The inference API on real MNIST: input forms, engines agreeing, clear errors, no torch on the ONNX path."""
+
+import textwrap
 
 import numpy as np
 import pytest
@@ -6,6 +8,7 @@ import torch
 
 from ignite_lenet.data import load_mnist, preprocess
 from ignite_lenet.inference import OnnxClassifier, TorchScriptClassifier, load_classifier, load_image
+from ignite_lenet.preprocessing import NoDigitFound
 
 
 @pytest.fixture(scope="module")
@@ -83,5 +86,69 @@ def test_load_image_converts_rgb_resizes_and_detects_inversion(raw_test, tmp_pat
     assert inverted and x.shape == (1, 32, 32) and x.dtype == np.float32
     reference = preprocess(digit[None]).numpy()[0]
     assert np.abs(x - reference).mean() < 0.05  # same digit, through a 4x upscale and back
-    _, inverted = load_image(tmp_path / "dark_on_light.png", invert=False)
-    assert not inverted
+    with pytest.raises(NoDigitFound):  # told not to invert, a light page holds no light ink
+        load_image(tmp_path / "dark_on_light.png", invert=False)
+
+
+def test_onnx_serving_imports_neither_torch_nor_torchvision(exported, raw_test):
+    import json
+    import subprocess
+
+    from helpers import PYTHON, python_env
+
+    images, labels = raw_test
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["torch"] = None  # any import of torch or torchvision now fails
+        sys.modules["torchvision"] = None
+        import json, numpy as np
+        from ignite_lenet.inference import OnnxClassifier
+        clf = OnnxClassifier(r"{exported.files['onnx']}")
+        images = np.load(r"{_save(images)}")
+        labels, probs = clf.predict(images)
+        print(json.dumps(labels.tolist()))
+    """)
+    done = subprocess.run([PYTHON, "-c", script], env=python_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    predicted = np.array(json.loads(done.stdout))
+    assert (predicted == OnnxClassifier(exported.files["onnx"]).predict(images)[0]).all()
+    assert (predicted == labels).mean() > 0.85
+
+
+def _save(array):
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".npy", delete=False) as f:
+        np.save(f, array)
+    return f.name
+
+
+def test_empty_batches_give_empty_arrays_and_non_finite_pixels_are_refused(onnx_clf):
+    for empty in (np.zeros((0, 28, 28), np.uint8), np.zeros((0, 1, 32, 32), np.float32)):
+        labels, probs = onnx_clf.predict(empty)
+        assert labels.shape == (0,) and labels.dtype == np.int64 and probs.shape == (0, 10)
+    for bad in (np.nan, np.inf, -np.inf):
+        images = np.zeros((2, 28, 28), np.float32)
+        images[1, 3, 4] = bad
+        with pytest.raises(ValueError, match="non-finite"):
+            onnx_clf.predict(images)
+
+
+def test_the_raw_input_model_and_pt2_serve_through_the_same_interface(raw_exported, exported, raw_test, onnx_clf):
+    images, _ = raw_test
+    raw = load_classifier(raw_exported.files["raw"])
+    assert raw.raw_input and raw.input_size == (28, 28)
+    reference = OnnxClassifier(raw_exported.files["onnx"]).predict(images)
+    labels, probs = raw.predict(images)
+    assert (labels == reference[0]).all() and np.array_equal(probs, reference[1])  # bit-identical preprocessing
+    with pytest.raises(ValueError, match="a raw-input model"):
+        raw.predict(np.zeros((1, 32, 32), np.uint8))
+    pt2 = load_classifier(exported.files["torch-export"])
+    assert type(pt2).__name__ == "ExportedProgramClassifier"
+    np.testing.assert_allclose(pt2.predict(images)[1], onnx_clf.predict(images)[1], atol=1e-5)
+
+
+def test_checkpoints_and_run_directories_are_refused_with_the_export_command(trained_checkpoint):
+    for path in (trained_checkpoint, trained_checkpoint.parent):
+        with pytest.raises(ValueError, match="export it first: python -m ignite_lenet.export --checkpoint"):
+            load_classifier(path)
