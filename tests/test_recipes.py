@@ -146,3 +146,15 @@ def test_seeds_command_trains_each_seed_and_summarises(mnist_dir, tmp_path):
     assert "mean test accuracy" in done.stdout
     bad = run_module("ignite_lenet.seeds", "--seeds", "1", "1", "--data-dir", str(mnist_dir))
     assert bad.returncode == 2 and "each seed once" in bad.stderr
+
+
+def test_deterministic_run_trains_and_restores_torchs_global_flags(mnist_dir, tmp_path):
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    flags = dict(epochs=1, epoch_length=20, augment=True, elastic=True, ema_decay=0.9, normalize=True,
+                 deterministic=True)
+    first = train(_cfg(mnist_dir, tmp_path / "a", **flags))
+    second = train(_cfg(mnist_dir, tmp_path / "b", **flags))
+    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark) == before
+    strip = lambda h: {k: v for k, v in h.items() if k != "epoch_time_s"}  # noqa: E731
+    assert strip(first.history) == strip(second.history)
+    assert artifacts.read_json(tmp_path / "a" / artifacts.CONFIG)["deterministic"] is True
