@@ -13,6 +13,7 @@ import torch
 
 from helpers import PYTHON, python_env, run_module
 from ignite_lenet import export as E
+from ignite_lenet import export_verify
 from ignite_lenet.data import load_mnist, preprocess
 
 
@@ -130,7 +131,7 @@ def test_probabilities_output_appends_a_softmax(trained_checkpoint, mnist_dir, t
 
 
 def test_a_failed_verification_leaves_no_file(trained_checkpoint, mnist_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(E, "PARITY_ATOL", -1.0)  # no export can pass: exercise the failure path for real
+    monkeypatch.setattr(export_verify, "PARITY_ATOL", -1.0)  # no export can pass: exercise the failure path for real
     for fmt in E.FORMATS:
         with pytest.raises(E.ExportMismatch, match=fmt):
             E.export(trained_checkpoint, tmp_path, (fmt,), data_dir=mnist_dir, download=False, log=lambda line: None)
