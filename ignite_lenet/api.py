@@ -190,11 +190,6 @@ def _log_summary(logger: logging.Logger) -> None:
     logger.info(str(stats))
 
 
-def _check_output_dir(output_dir: Path) -> None:
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"--output-dir {output_dir}: exists and is not a directory")
-
-
 def build_training(cfg: TrainConfig) -> Training:
     """Build data, model, optimizer, loaders, trainer, evaluators and handlers for ``cfg`` (and restore them
     when ``cfg.resume``); nothing runs until ``Training.run()``."""
@@ -210,11 +205,10 @@ def build_training(cfg: TrainConfig) -> Training:
 
 
 def _build(cfg: TrainConfig, rank: int, world_size: int, logger: logging.Logger, determinism: ExitStack) -> Training:
+    output_dir = artifacts.check_output_dir(cfg.output_dir)
     device = devices.resolve_device(cfg.device)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    output_dir = Path(cfg.output_dir)
-    _check_output_dir(output_dir)
     checkpoint_path = output_dir / artifacts.TRAINING_CHECKPOINT
     resume_from = None
     if cfg.resume:
@@ -349,6 +343,6 @@ def train(cfg: TrainConfig | None = None, /, **overrides: Any) -> TrainResult:
     cfg = TrainConfig(**overrides) if cfg is None else cfg.replace(**overrides) if overrides else cfg
     if not distributed.requested(cfg):
         return build_training(cfg).run()
-    _check_output_dir(Path(cfg.output_dir))
+    artifacts.check_output_dir(cfg.output_dir)
     result = distributed.launch(_train_here, cfg)  # this process's result under torchrun; None when spawned here
     return result if result is not None else TrainResult.from_dir(cfg.output_dir)
