@@ -190,6 +190,18 @@ def _log_summary(logger: logging.Logger) -> None:
     logger.info(str(stats))
 
 
+def _initial_weights(path: str) -> LeNet5:
+    """The ``LeNet5`` of ``--init-from``; errors name the flag."""
+    try:
+        initial = checkpoints.load_model(path)
+    except (OSError, ValueError) as e:
+        raise type(e)(f"--init-from: {e}") from None
+    if not isinstance(initial, LeNet5):
+        raise ValueError(f"--init-from {path}: needs a best_model.pt or run directory (plain LeNet5 weights), not "
+                         f"an exported program")
+    return initial
+
+
 def build_training(cfg: TrainConfig) -> Training:
     """Build data, model, optimizer, loaders, trainer, evaluators and handlers for ``cfg`` (and restore them
     when ``cfg.resume``); nothing runs until ``Training.run()``."""
@@ -218,6 +230,7 @@ def _build(cfg: TrainConfig, rank: int, world_size: int, logger: logging.Logger,
         _check_resumable(cfg, resume_from, checkpoint_path)
     elif rank == 0 and checkpoint_path.is_file():
         logger.info(f"note: {output_dir} holds an earlier run; starting over (use --resume to continue it)")
+    initial = _initial_weights(cfg.init_from) if cfg.init_from is not None else None  # before the data: fail fast
 
     started = time.perf_counter()
     with idist.one_rank_first(local=True):  # one download per machine, not one per process
@@ -227,11 +240,7 @@ def _build(cfg: TrainConfig, rank: int, world_size: int, logger: logging.Logger,
     net: nn.Module = optimize_layout(LeNet5(), device)
     if cfg.normalize:  # statistics of the training split, the same on every rank
         net = Standardized(net, data.train.images.mean().item(), data.train.images.std().item())
-    if cfg.init_from is not None:
-        initial = checkpoints.load_model(cfg.init_from)
-        if not isinstance(initial, LeNet5):
-            raise ValueError(f"--init-from {cfg.init_from}: needs a best_model.pt or run directory (plain LeNet5 "
-                             f"weights), not an exported program")
+    if initial is not None:
         if isinstance(net, Standardized):
             net.load_plain_state_dict(initial.state_dict())
         else:
