@@ -43,6 +43,7 @@ from .model import INPUT_SHAPE, LeNet5, Standardized, count_parameters, optimize
 RESUME_MUST_MATCH = ("batch_size", "lr", "t_max", "eta_min", "seed", "val_source", "val_size", "epoch_length",
                      "sanity_check", "schedule", "augment", "elastic", "optimizer", "weight_decay", "pct_start",
                      "label_smoothing", "ema_decay", "normalize")
+RESUME_KEYS = ("config", "trainer", "model", "optimizer", "lr_scheduler", "best_checkpoint", "history")
 EMA_WARMUP_EPOCHS = 1  # the EMA's momentum warms up over the first epoch's iterations
 GPU_READOUT_EVERY = 50  # on a GPU the loss is read (one host sync) every that many steps; on CPU every step
 
@@ -171,7 +172,11 @@ class Training:
 
 
 def _check_resumable(cfg: TrainConfig, checkpoint: dict[str, Any], path: Path) -> None:
-    saved = checkpoint.get("config", {})
+    missing = [k for k in RESUME_KEYS if k not in checkpoint]
+    if missing or not isinstance(checkpoint["config"], dict):
+        what = f"missing {', '.join(missing)}" if missing else "its 'config' is not a dictionary"
+        raise ValueError(f"--resume: {path} is not a training checkpoint of this package ({what})")
+    saved = checkpoint["config"]
     # a one-cycle schedule spans the whole run: its length cannot change midway
     for name in RESUME_MUST_MATCH + (("epochs",) if cfg.schedule == "onecycle" else ()):
         if name in saved and saved[name] != getattr(cfg, name):
@@ -226,7 +231,10 @@ def _build(cfg: TrainConfig, rank: int, world_size: int, logger: logging.Logger,
     if cfg.resume:
         if not checkpoint_path.is_file():
             raise FileNotFoundError(f"--resume: no {artifacts.TRAINING_CHECKPOINT} in {output_dir} to resume from")
-        resume_from = checkpoints.load_checkpoint(checkpoint_path, map_location=device)
+        try:
+            resume_from = checkpoints.load_checkpoint(checkpoint_path, map_location=device)
+        except ValueError as e:
+            raise ValueError(f"--resume: {e}") from None
         _check_resumable(cfg, resume_from, checkpoint_path)
     elif rank == 0 and checkpoint_path.is_file():
         logger.info(f"note: {output_dir} holds an earlier run; starting over (use --resume to continue it)")
@@ -316,6 +324,12 @@ def _build(cfg: TrainConfig, rank: int, world_size: int, logger: logging.Logger,
                                                                   output_dir / "tensorboard", readout, every)
     to_save_with_config = {**to_save, "config": handlers.Value(cfg.to_dict)}
     attached["training_checkpoint"] = handlers.attach_training_checkpoint(trainer, to_save_with_config, output_dir)
+    if resume_from is not None:  # before anything is written, so a checkpoint that does not fit changes nothing
+        try:
+            Checkpoint.load_objects(to_load=to_save, checkpoint=resume_from)
+        except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"--resume: {checkpoint_path} does not fit this run ({first})") from None
 
     if rank == 0:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -327,7 +341,6 @@ def _build(cfg: TrainConfig, rank: int, world_size: int, logger: logging.Logger,
         )
         _log_summary(logger)
     if resume_from is not None:
-        Checkpoint.load_objects(to_load=to_save, checkpoint=resume_from)
         logger.info(f"resumed from {checkpoint_path} at epoch {trainer.state.epoch}")
 
     return Training(cfg=cfg, device=device, output_dir=output_dir, data=data, model=model, optimizer=optimizer,
