@@ -212,6 +212,9 @@ def build_training(cfg: TrainConfig) -> Training:
     when ``cfg.resume``); nothing runs until ``Training.run()``."""
     rank, world_size = idist.get_rank(), idist.get_world_size()
     logger = setup_logger("ignite_lenet", format="%(message)s", distributed_rank=rank, stream=sys.stdout)
+    for handler in logger.handlers:  # setup_logger keeps its first call's stream: follow today's sys.stdout
+        if type(handler) is logging.StreamHandler:  # (a redirect, a notebook cell, a test's capture)
+            handler.stream = sys.stdout
     determinism = ExitStack()  # entered before any CUDA work (cuBLAS reads its workspace setting once)
     determinism.enter_context(devices.configure_determinism(cfg.deterministic))
     try:
