@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> None:
         explicit = explicit_options(parser, sys.argv[1:] if argv is None else argv)
+        if "seed" in explicit:  # each run's seed comes from --seeds; a lone --seed would be silently ignored
+            raise ValueError("--seed: give the seeds to train with --seeds N [N ...]")
         run_seeds(config_from_args(args, explicit=explicit), args.seeds)
 
     return run_cli(parser.prog, work, interrupted_hint="finished seeds are kept in seeds.json")
