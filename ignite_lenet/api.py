@@ -43,6 +43,7 @@ from .model import INPUT_SHAPE, LeNet5, Standardized, count_parameters, optimize
 RESUME_MUST_MATCH = ("batch_size", "lr", "t_max", "eta_min", "seed", "val_source", "val_size", "epoch_length",
                      "sanity_check", "schedule", "augment", "elastic", "optimizer", "weight_decay", "pct_start",
                      "label_smoothing", "ema_decay", "normalize")
+RESUME_KEYS = ("config", "trainer", "model", "optimizer", "lr_scheduler", "best_checkpoint", "history")
 EMA_WARMUP_EPOCHS = 1  # the EMA's momentum warms up over the first epoch's iterations
 GPU_READOUT_EVERY = 50  # on a GPU the loss is read (one host sync) every that many steps; on CPU every step
 
@@ -171,7 +172,11 @@ class Training:
 
 
 def _check_resumable(cfg: TrainConfig, checkpoint: dict[str, Any], path: Path) -> None:
-    saved = checkpoint.get("config", {})
+    missing = [k for k in RESUME_KEYS if k not in checkpoint]
+    if missing or not isinstance(checkpoint["config"], dict):
+        what = f"missing {', '.join(missing)}" if missing else "its 'config' is not a dictionary"
+        raise ValueError(f"--resume: {path} is not a training checkpoint of this package ({what})")
+    saved = checkpoint["config"]
     # a one-cycle schedule spans the whole run: its length cannot change midway
     for name in RESUME_MUST_MATCH + (("epochs",) if cfg.schedule == "onecycle" else ()):
         if name in saved and saved[name] != getattr(cfg, name):
@@ -190,9 +195,16 @@ def _log_summary(logger: logging.Logger) -> None:
     logger.info(str(stats))
 
 
-def _check_output_dir(output_dir: Path) -> None:
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"--output-dir {output_dir}: exists and is not a directory")
+def _initial_weights(path: str) -> LeNet5:
+    """The ``LeNet5`` of ``--init-from``; errors name the flag."""
+    try:
+        initial = checkpoints.load_model(path)
+    except (OSError, ValueError) as e:
+        raise type(e)(f"--init-from: {e}") from None
+    if not isinstance(initial, LeNet5):
+        raise ValueError(f"--init-from {path}: needs a best_model.pt or run directory (plain LeNet5 weights), not "
+                         f"an exported program")
+    return initial
 
 
 def build_training(cfg: TrainConfig) -> Training:
@@ -200,6 +212,9 @@ def build_training(cfg: TrainConfig) -> Training:
     when ``cfg.resume``); nothing runs until ``Training.run()``."""
     rank, world_size = idist.get_rank(), idist.get_world_size()
     logger = setup_logger("ignite_lenet", format="%(message)s", distributed_rank=rank, stream=sys.stdout)
+    for handler in logger.handlers:  # setup_logger keeps its first call's stream: follow today's sys.stdout
+        if type(handler) is logging.StreamHandler:  # (a redirect, a notebook cell, a test's capture)
+            handler.stream = sys.stdout
     determinism = ExitStack()  # entered before any CUDA work (cuBLAS reads its workspace setting once)
     determinism.enter_context(devices.configure_determinism(cfg.deterministic))
     try:
@@ -210,20 +225,23 @@ def build_training(cfg: TrainConfig) -> Training:
 
 
 def _build(cfg: TrainConfig, rank: int, world_size: int, logger: logging.Logger, determinism: ExitStack) -> Training:
+    output_dir = artifacts.check_output_dir(cfg.output_dir)
     device = devices.resolve_device(cfg.device)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    output_dir = Path(cfg.output_dir)
-    _check_output_dir(output_dir)
     checkpoint_path = output_dir / artifacts.TRAINING_CHECKPOINT
     resume_from = None
     if cfg.resume:
         if not checkpoint_path.is_file():
             raise FileNotFoundError(f"--resume: no {artifacts.TRAINING_CHECKPOINT} in {output_dir} to resume from")
-        resume_from = checkpoints.load_checkpoint(checkpoint_path, map_location=device)
+        try:
+            resume_from = checkpoints.load_checkpoint(checkpoint_path, map_location=device)
+        except ValueError as e:
+            raise ValueError(f"--resume: {e}") from None
         _check_resumable(cfg, resume_from, checkpoint_path)
     elif rank == 0 and checkpoint_path.is_file():
         logger.info(f"note: {output_dir} holds an earlier run; starting over (use --resume to continue it)")
+    initial = _initial_weights(cfg.init_from) if cfg.init_from is not None else None  # before the data: fail fast
 
     started = time.perf_counter()
     with idist.one_rank_first(local=True):  # one download per machine, not one per process
@@ -233,11 +251,7 @@ def _build(cfg: TrainConfig, rank: int, world_size: int, logger: logging.Logger,
     net: nn.Module = optimize_layout(LeNet5(), device)
     if cfg.normalize:  # statistics of the training split, the same on every rank
         net = Standardized(net, data.train.images.mean().item(), data.train.images.std().item())
-    if cfg.init_from is not None:
-        initial = checkpoints.load_model(cfg.init_from)
-        if not isinstance(initial, LeNet5):
-            raise ValueError(f"--init-from {cfg.init_from}: needs a best_model.pt or run directory (plain LeNet5 "
-                             f"weights), not an exported program")
+    if initial is not None:
         if isinstance(net, Standardized):
             net.load_plain_state_dict(initial.state_dict())
         else:
@@ -313,6 +327,12 @@ def _build(cfg: TrainConfig, rank: int, world_size: int, logger: logging.Logger,
                                                                   output_dir / "tensorboard", readout, every)
     to_save_with_config = {**to_save, "config": handlers.Value(cfg.to_dict)}
     attached["training_checkpoint"] = handlers.attach_training_checkpoint(trainer, to_save_with_config, output_dir)
+    if resume_from is not None:  # before anything is written, so a checkpoint that does not fit changes nothing
+        try:
+            Checkpoint.load_objects(to_load=to_save, checkpoint=resume_from)
+        except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ValueError(f"--resume: {checkpoint_path} does not fit this run ({first})") from None
 
     if rank == 0:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -324,7 +344,6 @@ def _build(cfg: TrainConfig, rank: int, world_size: int, logger: logging.Logger,
         )
         _log_summary(logger)
     if resume_from is not None:
-        Checkpoint.load_objects(to_load=to_save, checkpoint=resume_from)
         logger.info(f"resumed from {checkpoint_path} at epoch {trainer.state.epoch}")
 
     return Training(cfg=cfg, device=device, output_dir=output_dir, data=data, model=model, optimizer=optimizer,
@@ -349,6 +368,6 @@ def train(cfg: TrainConfig | None = None, /, **overrides: Any) -> TrainResult:
     cfg = TrainConfig(**overrides) if cfg is None else cfg.replace(**overrides) if overrides else cfg
     if not distributed.requested(cfg):
         return build_training(cfg).run()
-    _check_output_dir(Path(cfg.output_dir))
+    artifacts.check_output_dir(cfg.output_dir)
     result = distributed.launch(_train_here, cfg)  # this process's result under torchrun; None when spawned here
     return result if result is not None else TrainResult.from_dir(cfg.output_dir)

@@ -24,6 +24,18 @@ CONFUSION_MATRIX = "confusion_matrix.png"
 BEST_MODEL_KEYS = ("model", "config", "epoch", "val_loss", "val_accuracy")
 
 
+def check_output_dir(path: str | Path, flag: str = "--output-dir") -> Path:
+    """``path`` as a ``Path``; ``ValueError`` naming ``flag`` when it is, or lies under, an existing file."""
+    path = Path(path)
+    for parent in (path, *path.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                where = "is a file" if parent == path else f"lies under {parent}, which is a file"
+                raise ValueError(f"{flag} {path}: {where}, not a directory")
+            break
+    return path
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Write through a temporary file in the same directory, then rename: readers never see a partial file."""
     path = Path(path)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 import zipfile
 from pathlib import Path
@@ -50,7 +51,22 @@ def load_best_model(path: str | Path, map_location: str | torch.device = "cpu") 
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise ValueError(f"{path}: weights do not fit LeNet5 ({first})") from None
+    _check_finite(model, path)
     return model.to(map_location).eval(), checkpoint
+
+
+def _check_finite(model: nn.Module, path: str | Path) -> None:
+    """A model with NaN or infinite weights would answer every input with garbage: refuse it by name."""
+    bad = [name for name, tensor in model.state_dict().items()
+           if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise ValueError(f"{path}: weight {bad[0]} has non-finite values (NaN or infinity){more}")
+
+
+class _DropAll(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -78,10 +94,16 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file or run directory")
     if path.suffix == ".pt2":
+        if not zipfile.is_zipfile(path):  # torch.export.load would log a whole traceback before raising
+            raise ValueError(f"{path}: not a loadable torch.export program (not a zip archive)")
+        quiet = _DropAll()  # a zip that is no program: torch.export logs a whole traceback, then raises
+        logging.getLogger("torch.export").addFilter(quiet)
         try:
             module = torch.export.load(str(path)).module()
         except Exception as e:
             raise ValueError(f"{path}: not a loadable torch.export program ({type(e).__name__})") from None
+        finally:
+            logging.getLogger("torch.export").removeFilter(quiet)
         return module.to(map_location)
     if _is_torchscript(path):
         with warnings.catch_warnings():
@@ -97,5 +119,6 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn
             model.load_state_dict(checkpoint["model"])
         except (RuntimeError, TypeError, AttributeError) as e:
             raise ValueError(f"{path}: weights do not fit LeNet5 ({type(e).__name__})") from None
+        _check_finite(model, path)
         return model.to(map_location).eval()
     return load_best_model(path, map_location)[0]

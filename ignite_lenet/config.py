@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import difflib
 import json
 import math
 import os
@@ -29,6 +30,8 @@ SCHEDULES = ("cosine", "onecycle")
 OPTIMIZERS = ("adam", "adamw")
 MAX_SEED = 2**63 - 1  # torch.manual_seed's range
 MAX_COUNT = 2**31 - 1  # bound for every count (epochs, batch sizes, threads, ...): beyond it torch overflows
+MAX_THREADS = 4096
+MAX_PROCESSES = 1024  # --nproc-per-node: a fuse against spawning millions of processes by a typo
 
 # Recipes: the values of the recipe-controlled fields. "notebook" is the original notebook's recipe.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -54,6 +57,14 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
+
+
+def _finite(value: float) -> bool:
+    """``math.isfinite`` that says False for an integer too large for a float (instead of raising)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def describe_recipes() -> str:
@@ -186,7 +197,7 @@ class TrainConfig:
     nproc_per_node: int | None = _opt(None, "processes to spawn on this machine with --backend (not under torchrun)")
 
     def __post_init__(self) -> None:
-        if self.recipe not in RECIPES:
+        if not isinstance(self.recipe, str) or self.recipe not in RECIPES:
             raise ValueError(f"--recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
         for name, value in RECIPES[self.recipe].items():
             if getattr(self, name) is None:
@@ -211,7 +222,9 @@ class TrainConfig:
         for name in ("augment", "elastic", "normalize", "download", "sanity_check", "resume", "progress",
                      "tensorboard", "deterministic"):
             if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{_flag(name)} must be true or false, got {getattr(self, name)!r}")
+                flag = self.__dataclass_fields__[name].metadata.get("flag", _flag(name))
+                shown = name if flag.startswith("--no-") else _flag(name)  # no --download flag: name the key
+                raise ValueError(f"{shown} must be true or false, got {getattr(self, name)!r}")
         if self.cuda_graphs is not None and not isinstance(self.cuda_graphs, bool):
             raise ValueError(f"--cuda-graphs must be true, false or null (auto), got {self.cuda_graphs!r}")
         positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
@@ -219,20 +232,19 @@ class TrainConfig:
         for name, value in positive.items():
             if not 1 <= value <= MAX_COUNT:
                 raise ValueError(f"{_flag(name)} must be a positive integer (at most {MAX_COUNT}), got {value!r}")
-        optional_positive = {"epoch_length": self.epoch_length, "patience": self.patience,
-                             "threads": self.threads, "nproc_per_node": self.nproc_per_node}
-        for name, value in optional_positive.items():
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_COUNT):
-                raise ValueError(f"{_flag(name)} must be a positive integer (at most {MAX_COUNT}), got {value!r}")
-        if self.threads is not None and self.threads > 4096:
-            raise ValueError(f"--threads must be at most 4096, got {self.threads!r}")
+        optional_positive = {"epoch_length": (self.epoch_length, MAX_COUNT), "patience": (self.patience, MAX_COUNT),
+                             "threads": (self.threads, MAX_THREADS),
+                             "nproc_per_node": (self.nproc_per_node, MAX_PROCESSES)}
+        for name, (value, most) in optional_positive.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most):
+                raise ValueError(f"{_flag(name)} must be a positive integer (at most {most}), got {value!r}")
         if not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"--seed must be between 0 and {MAX_SEED}, got {self.seed!r}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
+        if not (_finite(self.lr) and self.lr > 0):
             raise ValueError(f"--lr must be a positive number, got {self.lr!r}")
         if not 0 <= self.eta_min <= self.lr:
             raise ValueError(f"--eta-min must be between 0 and --lr ({self.lr}), got {self.eta_min!r}")
-        if not (math.isfinite(self.weight_decay) and 0 <= self.weight_decay < 1):
+        if not (_finite(self.weight_decay) and 0 <= self.weight_decay < 1):
             raise ValueError(f"--weight-decay must be in [0, 1), got {self.weight_decay!r}")
         if not 0 < self.pct_start < 1:
             raise ValueError(f"--pct-start must be between 0 and 1 (exclusive), got {self.pct_start!r}")
@@ -277,13 +289,20 @@ class TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
         if strict and unknown:
-            raise ValueError(f"unknown setting(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(names))}")
+            guesses = [f"{k!r} -> {close[0]!r}" for k in unknown if (close := difflib.get_close_matches(k, names, 1))]
+            hint = f" (did you mean {', '.join(guesses)}?)" if guesses else ""
+            raise ValueError(f"unknown setting(s) {', '.join(map(repr, unknown))}{hint}; "
+                             f"known: {', '.join(sorted(names))}")
         return cls(**{k: v for k, v in values.items() if k in names})
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
-        """Read a JSON config (e.g. an earlier run's ``config.json``); ``overrides`` win over the file."""
-        return cls.from_dict({**read_config_file(path), **overrides}, strict=True)
+        """Read a JSON config (e.g. an earlier run's ``config.json``); ``overrides`` win over the file.
+
+        Raises ``FileNotFoundError`` or ``ValueError`` naming the file, or (when the overrides alone are invalid)
+        the setting at fault.
+        """
+        return _from_file_values(cls, path, read_config_file(path), overrides)
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (validated again). A new ``recipe`` brings its own values for the
@@ -305,7 +324,7 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise FileNotFoundError(f"--config {path}: no such file") from None
     except IsADirectoryError:
         raise ValueError(f"--config {path}: is a directory, not a JSON file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an integer beyond Python's digit limit
         raise ValueError(f"--config {path}: not valid JSON ({e})") from None
     except OSError as e:
         raise ValueError(f"--config {path}: cannot be read ({e.strerror or e})") from None
@@ -374,6 +393,18 @@ def config_from_args(args: argparse.Namespace, cls: type = TrainConfig,
     names = [f.name for f in dataclasses.fields(cls)]
     if getattr(args, "config", None) is None or explicit is None:
         return cls(**{name: getattr(args, name) for name in names})
-    values = read_config_file(args.config)
-    values.update({k: v for k, v in explicit.items() if k in names})
-    return cls.from_dict(values, strict=True)
+    overrides = {k: v for k, v in explicit.items() if k in names}
+    return _from_file_values(cls, args.config, read_config_file(args.config), overrides)
+
+
+def _from_file_values(cls: type, path: str | os.PathLike[str], values: dict[str, Any],
+                      overrides: dict[str, Any]) -> Any:
+    """``cls.from_dict({**values, **overrides})``; an error the file causes names the file."""
+    try:
+        return cls.from_dict({**values, **overrides}, strict=True)
+    except ValueError as e:
+        try:
+            cls.from_dict(overrides, strict=True)
+        except ValueError:
+            raise e from None  # the overrides (flags given on the command line) are at fault by themselves
+        raise ValueError(f"--config {path}: {e}") from None

@@ -202,7 +202,9 @@ class InMemoryLoader:
         bs = self.batch_size
         generator = None
         if self.augment is not None:  # its own stream: the batch order must not depend on it
-            generator = torch.Generator().manual_seed(((self.seed * 1_000_003 + self.epoch) * 1009 + self.rank) + 1)
+            # modulo torch's seed range: a large --seed would overflow it (small seeds keep their streams)
+            stream = (((self.seed * 1_000_003 + self.epoch) * 1009 + self.rank) + 1) % 2**64
+            generator = torch.Generator().manual_seed(stream)
         for i in range(len(self)):
             if order is None:  # contiguous slices are views: no copy
                 x, y = images[i * bs : (i + 1) * bs], labels[i * bs : (i + 1) * bs]

@@ -15,7 +15,6 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from . import artifacts
@@ -64,9 +63,7 @@ def run_seeds(base: Any, seeds: list[int], log: Any = print) -> dict[str, Any]:
     for seed in seeds:
         if not 0 <= seed <= MAX_SEED:
             raise ValueError(f"--seeds: each seed must be between 0 and {MAX_SEED}, got {seed}")
-    root = Path(base.output_dir)
-    if root.exists() and not root.is_dir():
-        raise ValueError(f"--output-dir {root}: exists and is not a directory")
+    root = artifacts.check_output_dir(base.output_dir)
     runs: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
     for seed in seeds:
@@ -94,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> None:
         explicit = explicit_options(parser, sys.argv[1:] if argv is None else argv)
+        if "seed" in explicit:  # each run's seed comes from --seeds; a lone --seed would be silently ignored
+            raise ValueError("--seed: give the seeds to train with --seeds N [N ...]")
         run_seeds(config_from_args(args, explicit=explicit), args.seeds)
 
     return run_cli(parser.prog, work, interrupted_hint="finished seeds are kept in seeds.json")
