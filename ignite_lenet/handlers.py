@@ -13,6 +13,7 @@ import copy
 import logging
 import math
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -317,12 +318,20 @@ def attach_training_checkpoint(trainer: Engine, to_save: Mapping[str, Any], outp
     return handler
 
 
-def attach_curves(trainer: Engine, history: History, path: str | Path) -> RemovableEventHandle:
-    """Redraw ``curves.png`` after every epoch, so a long run can be watched."""
+def attach_curves(trainer: Engine, history: History, path: str | Path, min_interval_s: float = 10.0) -> RemovableEventHandle:
+    """Redraw ``curves.png`` after an epoch when ``min_interval_s`` seconds have passed since the last drawing (so a
+    long run can be watched, while a 30-second run does not spend a second on plots), and when training ends."""
+    drawn = {"epoch": 0, "at": -math.inf}
 
-    def draw_curves() -> None:
-        plots.plot_curves(history.to_dict(), path, history.best_epoch())
+    def draw_curves(engine: Engine) -> None:
+        now = time.perf_counter()
+        if history.epochs == drawn["epoch"]:
+            return
+        if engine.should_terminate or now - drawn["at"] >= min_interval_s or history.epochs == engine.state.max_epochs:
+            plots.plot_curves(history.to_dict(), path, history.best_epoch())
+            drawn.update(epoch=history.epochs, at=now)
 
+    trainer.add_event_handler(Events.COMPLETED, draw_curves)
     return trainer.add_event_handler(Events.EPOCH_COMPLETED, draw_curves)
 
 

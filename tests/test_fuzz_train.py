@@ -93,8 +93,8 @@ def _train_fails(args: list[str], capsys, out: Path, *expected: str, main=train_
 BAD_INTEGERS = ["-1", HUGE, "-" + HUGE, "1e20", "nan", "inf", "abc", "1.5", "", "0x10", "1 2"]
 INT_FLAGS = {  # flag -> extra values that are bad for it (zero, just past its upper bound)
     "--epochs": ["0", str(MAX_COUNT + 1)],
-    "--batch-size": ["0", str(MAX_COUNT + 1)],
-    "--eval-batch-size": ["0", str(MAX_COUNT + 1)],
+    "--batch-size": ["0", "60001", str(MAX_COUNT + 1)],
+    "--eval-batch-size": ["0", "60001", str(MAX_COUNT + 1)],
     "--t-max": ["0", str(MAX_COUNT + 1)],
     "--seed": [str(MAX_SEED + 1), str(2**64)],
     "--threads": ["0", "4097", str(MAX_COUNT + 1)],
