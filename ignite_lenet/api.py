@@ -166,6 +166,7 @@ class Training:
                 f"{result['train_images_per_s']:,.0f} training images/s  {training_time:.0f}s in all; "
                 f"artifacts in {output_dir}"
             )
+        idist.barrier()  # every rank leaves together: none tears down the process group while rank 0 still writes
         best = {k: v for k, v in best_info.items() if k not in ("model", "config")}
         return TrainResult(model=best_model.cpu().eval(), history=history.to_dict(), metrics=result,
                            output_dir=output_dir, best=best)
