@@ -103,10 +103,14 @@ class GraphedTrainStep:
         label_smoothing: passed to ``F.cross_entropy``.
         use_graph: ``None`` means on CUDA devices; ``True`` needs CUDA.
         warmup_steps: eager steps before each capture.
+        pad_short_batches: run a short batch padded to ``batch_size`` (the graph's arithmetic) also when eager;
+            ``None`` means only with graphs. Eager steps on the short batch itself keep the notebook recipe's
+            results bit-identical on CPU (a 24-row and a 32-row GEMM may round differently).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch_size: int, *,
-                 label_smoothing: float = 0.0, use_graph: bool | None = None, warmup_steps: int = 3) -> None:
+                 label_smoothing: float = 0.0, use_graph: bool | None = None, warmup_steps: int = 3,
+                 pad_short_batches: bool | None = None) -> None:
         params = list(model.parameters())
         if not params:
             raise ValueError("GraphedTrainStep: the model has no parameters")
@@ -129,6 +133,7 @@ class GraphedTrainStep:
         self.model, self.optimizer = model, optimizer
         self.batch_size, self.label_smoothing = batch_size, float(label_smoothing)
         self.use_graph, self.warmup_steps = use_graph, warmup_steps
+        self.pad_short_batches = use_graph if pad_short_batches is None else pad_short_batches
         self.captures = 0  # how many graphs were captured (a resume or a changed beta captures again)
         # static batch, allocated on the first batch (its image shape and memory layout); _real rows count
         self._x: torch.Tensor | None = None
@@ -176,8 +181,9 @@ class GraphedTrainStep:
         if not self.model.training:  # the evaluators switch it to eval mode between epochs
             self.model.train()
         if not self.use_graph:
-            if n == self.batch_size:  # no copy into the static batch
-                self._eager(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True), self._ones)
+            if n == self.batch_size or not self.pad_short_batches:  # no copy into the static batch
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                self._eager(x, y, self._ones[:n])
             else:
                 self._load(x, y)
                 self._eager(self._x, self._y, self._w)

@@ -11,10 +11,10 @@ The work is ``ignite_lenet.api.train``; this module parses arguments and turns u
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
-from .api import RESUME_MUST_MATCH, TrainingDiverged, train  # noqa: F401 - re-exported
 from .cli import ArgumentParser, run_cli
 from .config import TrainConfig, add_config_arguments, config_from_args, explicit_options
 
@@ -31,8 +31,16 @@ def get_args_parser() -> ArgumentParser:
     return parser
 
 
+def __getattr__(name: str) -> Any:  # PEP 562: torch is imported when training starts, not to parse flags
+    if name in ("RESUME_MUST_MATCH", "TrainingDiverged", "train"):
+        return getattr(importlib.import_module(".api", __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def run(cfg: TrainConfig) -> dict[str, Any]:
     """Train as ``cfg`` says and return the final metrics (also written to ``metrics.json``)."""
+    from .api import train
+
     return train(cfg).metrics
 
 
