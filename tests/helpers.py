@@ -32,3 +32,13 @@ def truncated_mnist_copy(mnist_dir: Path, dest: Path) -> Path:
     target.write_bytes(target.read_bytes()[:5000])
     return dest
 
+
+
+def call_main(main, args: list[str], capsys) -> tuple[int, str, str]:
+    """Run a CLI ``main`` in-process as a user would: argparse's exits count as exit codes."""
+    try:
+        code = main(args)
+    except SystemExit as e:
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

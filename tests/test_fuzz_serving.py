@@ -18,21 +18,13 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
+from helpers import call_main as _call
+
 from ignite_lenet import export as E
 from ignite_lenet import predict as P
 from ignite_lenet.inference import OnnxClassifier, load_classifier
 from ignite_lenet.mnist_files import read_mnist
 from ignite_lenet.preprocessing import NoDigitFound, normalize_digit, to_model_input
-
-
-def _call(main, args: list[str], capsys) -> tuple[int, str, str]:
-    """Run a CLI ``main`` in-process as a user would: argparse's exits count as exit codes."""
-    try:
-        code = main(args)
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 # --- files a user might hand to predict ----------------------------------------------------------------------

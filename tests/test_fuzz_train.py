@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import call_main as _call
 from helpers import run_module, truncated_mnist_copy
 from ignite_lenet import artifacts
 from ignite_lenet.api import train
@@ -40,16 +41,6 @@ def _keep_torch_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
-
-
-def _call(main, args: list[str], capsys) -> tuple[int, str, str]:
-    """Run a CLI ``main`` in-process as a user would: argparse's exits count as exit codes."""
-    try:
-        code = main(args)
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def _tree(root: Path) -> dict[str, str]:
