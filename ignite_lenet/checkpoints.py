@@ -51,12 +51,13 @@ def load_best_model(path: str | Path, map_location: str | torch.device = "cpu") 
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0]
         raise ValueError(f"{path}: weights do not fit LeNet5 ({first})") from None
-    _check_finite(model, path)
+    check_finite_weights(model, path)
     return model.to(map_location).eval(), checkpoint
 
 
-def _check_finite(model: nn.Module, path: str | Path) -> None:
-    """A model with NaN or infinite weights would answer every input with garbage: refuse it by name."""
+def check_finite_weights(model: nn.Module, path: str | Path) -> None:
+    """A model with NaN or infinite weights would answer every input with garbage: refuse it by name
+    (``ValueError``); ``load_best_model`` and ``load_model`` apply it to everything they load."""
     bad = [name for name, tensor in model.state_dict().items()
            if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
     if bad:
@@ -119,6 +120,6 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn
             model.load_state_dict(checkpoint["model"])
         except (RuntimeError, TypeError, AttributeError) as e:
             raise ValueError(f"{path}: weights do not fit LeNet5 ({type(e).__name__})") from None
-        _check_finite(model, path)
+        check_finite_weights(model, path)
         return model.to(map_location).eval()
     return load_best_model(path, map_location)[0]

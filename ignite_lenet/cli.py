@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import NoReturn
+
+from .artifacts import check_output_dir
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -61,11 +62,8 @@ def output_dir(text: str) -> str:
     """An argparse ``type`` for ``--output-dir``: refuses a path that is (or lies under) an existing file."""
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a directory, got an empty path")
-    path = Path(text)
-    for parent in (path, *path.parents):
-        if parent.exists():
-            if not parent.is_dir():
-                what = "is a file" if parent == path else f"lies under {parent}, which is a file"
-                raise argparse.ArgumentTypeError(f"{text} {what}, not a directory")
-            break
+    try:
+        check_output_dir(text, flag="")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).strip()) from None
     return text

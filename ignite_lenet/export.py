@@ -30,7 +30,7 @@ from .export_formats import (
     quantize_int8, raw_input_model, write_onnx, write_torch_export, write_torchscript,
 )
 from .export_verify import (
-    PARITY_ATOL, SYNTHETIC_IMAGES, VerificationSet, batch1_latency_us, build_metadata, check_finite_weights,
+    PARITY_ATOL, SYNTHETIC_IMAGES, VerificationSet, batch1_latency_us, build_metadata,
     checkpoint_summary, load_verification_set, predict_all, resolve_data_dir, sha256_file, synthetic_images, verify,
 )
 from .mnist_files import has_mnist, read_mnist
@@ -40,7 +40,7 @@ __all__ = [  # the writers and checks live in export_formats and export_verify; 
     "FILE_NAMES", "FORMATS", "INPUT_NAME", "INT8_FILE_NAME", "INT8_MAX_ACCURACY_DROP", "MAX_OPSET", "METADATA_FILE",
     "MIN_OPSET", "NCHWC_BLOCK", "OUTPUTS", "PARITY_ATOL", "RAW_FILE_NAME", "RAW_INPUT_NAME", "SYNTHETIC_IMAGES",
     "ExportMismatch", "ExportReport", "VerificationSet", "WithSoftmax", "batch1_latency_us", "build_metadata",
-    "check_finite_weights", "export", "get_args_parser", "load_runner", "load_verification_set", "main",
+    "export", "get_args_parser", "load_runner", "load_verification_set", "main",
     "pad_conv_channels", "quantize_int8", "raw_input_model", "resolve_checkpoint", "resolve_data_dir", "sha256_file",
     "synthetic_images", "verify", "write_onnx", "write_torch_export", "write_torchscript",
 ]
@@ -120,13 +120,10 @@ def export(
                          f"--format onnx or all")
     if opset is not None and (isinstance(opset, bool) or not MIN_OPSET <= opset <= MAX_OPSET):
         raise ValueError(f"--opset {opset} is not supported: choose {MIN_OPSET} to {MAX_OPSET}")
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"--output-dir {output_dir} is a file, not a directory")
+    output_dir = artifacts.check_output_dir(output_dir)
     checkpoint_path = resolve_checkpoint(checkpoint_path)
-    eager, checkpoint = checkpoints.load_best_model(checkpoint_path)
+    eager, checkpoint = checkpoints.load_best_model(checkpoint_path)  # refuses non-finite weights by name
     checkpoint_summary(checkpoint_path, checkpoint)
-    check_finite_weights(eager, str(checkpoint_path))
     model = WithSoftmax(eager) if output == "probabilities" else eager
     model.eval()
 

@@ -64,13 +64,6 @@ def resolve_data_dir(checkpoint: dict[str, Any], explicit: str | Path | None) ->
     return next((d for d in tried if has_mnist(d, ("test",))), None), tried
 
 
-def check_finite_weights(model: nn.Module, name: str) -> None:
-    """Raise ``ExportMismatch`` naming the first parameter or buffer with a NaN or an infinity."""
-    for key, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise ExportMismatch(f"{name}: weight {key} has non-finite values (NaN or infinity); nothing exported")
-
-
 def checkpoint_summary(path: Path, checkpoint: dict[str, Any]) -> tuple[int, float]:
     """``(epoch, val_accuracy)`` of a best-model checkpoint, as plain numbers (``ValueError`` if they are not)."""
     values = []
