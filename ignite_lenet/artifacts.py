@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -34,6 +35,16 @@ def check_output_dir(path: str | Path, flag: str = "--output-dir") -> Path:
                 raise ValueError(f"{flag} {path}: {where}, not a directory")
             break
     return path
+
+
+def zip_has_folder(path: str | Path, folder: str) -> bool | None:
+    """Whether the zip archive ``path`` has a ``*/folder/`` entry (TorchScript archives have ``code/``);
+    ``None`` when it is no zip archive at all."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.split("/", 2)[1:2] == [folder] for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return None
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:

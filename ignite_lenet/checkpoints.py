@@ -65,17 +65,35 @@ def check_finite_weights(model: nn.Module, path: str | Path) -> None:
         raise ValueError(f"{path}: weight {bad[0]} has non-finite values (NaN or infinity){more}")
 
 
-class _DropAll(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return False
+def load_torchscript(path: str | Path, map_location: str | torch.device = "cpu",
+                     extra_files: dict[str, Any] | None = None) -> torch.jit.ScriptModule:
+    """``torch.jit.load`` (torch.jit's deprecation notice silenced) with a one-line ``ValueError``; ``extra_files``
+    is filled in as ``torch.jit.load`` does."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=FutureWarning)
+        try:
+            return torch.jit.load(str(path), map_location=map_location, _extra_files=extra_files or {})
+        except Exception as e:
+            raise ValueError(f"{path}: not a loadable TorchScript model ({type(e).__name__})") from None
 
 
-def _is_torchscript(path: Path) -> bool:
+def load_exported_program(path: str | Path, device: str | torch.device = "cpu",
+                          extra_files: dict[str, Any] | None = None) -> nn.Module:
+    """The module of a ``torch.export`` program (``.pt2``) on ``device``, with a one-line ``ValueError``."""
+    if not zipfile.is_zipfile(path):  # torch.export.load would log a whole traceback before raising
+        raise ValueError(f"{path}: not a loadable torch.export program (not a .pt2 archive)")
+    logger = logging.getLogger("torch.export")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)  # its deserialisation errors repeat the one raised below; restored after
     try:
-        with zipfile.ZipFile(path) as archive:
-            return any(name.split("/", 2)[1:2] == ["code"] for name in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
+        program = torch.export.load(str(path), extra_files=extra_files)
+        if torch.device(device).type != "cpu":  # exported programs move with a pass, not .to()
+            program = torch.export.passes.move_to_device_pass(program, device)
+        return program.module()
+    except Exception as e:
+        raise ValueError(f"{path}: not a loadable torch.export program ({type(e).__name__})") from None
+    finally:
+        logger.setLevel(level)
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
@@ -95,24 +113,9 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file or run directory")
     if path.suffix == ".pt2":
-        if not zipfile.is_zipfile(path):  # torch.export.load would log a whole traceback before raising
-            raise ValueError(f"{path}: not a loadable torch.export program (not a zip archive)")
-        quiet = _DropAll()  # a zip that is no program: torch.export logs a whole traceback, then raises
-        logging.getLogger("torch.export").addFilter(quiet)
-        try:
-            module = torch.export.load(str(path)).module()
-        except Exception as e:
-            raise ValueError(f"{path}: not a loadable torch.export program ({type(e).__name__})") from None
-        finally:
-            logging.getLogger("torch.export").removeFilter(quiet)
-        return module.to(map_location)
-    if _is_torchscript(path):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=FutureWarning)  # torch.jit's deprecation notice
-            try:
-                return torch.jit.load(str(path), map_location=map_location).eval()
-            except Exception as e:
-                raise ValueError(f"{path}: not a loadable TorchScript model ({type(e).__name__})") from None
+        return load_exported_program(path, map_location)
+    if artifacts.zip_has_folder(path, "code"):
+        return load_torchscript(path, map_location).eval()
     checkpoint = load_checkpoint(path, map_location)
     if "model" in checkpoint and set(artifacts.BEST_MODEL_KEYS) - set(checkpoint):  # training_checkpoint.pt
         model = LeNet5()

@@ -13,12 +13,12 @@ signature says what it takes, its metadata the class names and output kind.
 from __future__ import annotations
 
 import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .artifacts import zip_has_folder
 from .preprocessing import IMAGE_SUFFIXES, SOURCE_SIZE, load_digit, load_image, to_model_input  # noqa: F401
 
 ACCEPTED_SHAPES = "(N, 1, 32, 32), (N, 32, 32), (N, 28, 28) or (N, 1, 28, 28)"
@@ -208,15 +208,6 @@ class OnnxClassifier(_Classifier):
         return self.session.run(None, {self.input_name: x})[0]
 
 
-def _is_zip_with(path: Path, folder: str) -> bool | None:
-    """Whether the zip archive ``path`` has a ``*/folder/`` entry (TorchScript has ``code/``); ``None``: not a zip."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(name.split("/", 2)[1:2] == [folder] for name in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return None
-
-
 def _export_hint(path: Path) -> str:
     return (f"export it first: python -m ignite_lenet.export --checkpoint {path} --output-dir exports "
             f"(then --model exports/lenet5.onnx)")
@@ -247,7 +238,7 @@ def load_classifier(path: str | Path, provider: str = "cpu", threads: int | None
 
         return ExportedProgramClassifier(path, device=device)
     if suffix == ".pt":
-        kind = _is_zip_with(path, "code")
+        kind = zip_has_folder(path, "code")
         if kind is False:  # a torch.save archive without TorchScript code: a checkpoint
             raise ValueError(f"{path}: a training checkpoint, not an exported model; {_export_hint(path)}")
         from .torch_inference import TorchScriptClassifier

@@ -5,14 +5,12 @@
 from __future__ import annotations
 
 import json
-import logging
-import warnings
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .checkpoints import load_exported_program, load_torchscript
 from .inference import _Classifier
 
 METADATA_FILE = "metadata.json"  # the extra file export.py writes into TorchScript and .pt2 archives
@@ -45,12 +43,7 @@ class TorchScriptClassifier(_TorchClassifier):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such model file")
         extra = {METADATA_FILE: ""}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=FutureWarning)  # torch.jit's deprecation notice
-            try:
-                self.module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
-            except Exception as e:
-                raise ValueError(f"{path}: not a loadable TorchScript model ({type(e).__name__})") from None
+        self.module = load_torchscript(path, device, extra)
         self.device = device
         self.path = path
         super().__init__(_metadata(path, extra[METADATA_FILE]), source=str(path))
@@ -63,21 +56,8 @@ class ExportedProgramClassifier(_TorchClassifier):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such model file")
-        if not zipfile.is_zipfile(path):  # torch.export.load would log a whole traceback before raising
-            raise ValueError(f"{path}: not a loadable torch.export program (not a .pt2 archive)")
         extra = {METADATA_FILE: ""}
-        logger = logging.getLogger("torch.export")
-        level = logger.level
-        logger.setLevel(logging.ERROR)  # its deserialisation warnings repeat the error raised below; restored after
-        try:
-            program = torch.export.load(str(path), extra_files=extra)
-            if device != "cpu":  # exported modules move with a pass, not .to()
-                program = torch.export.passes.move_to_device_pass(program, device)
-            self.module = program.module()
-        except Exception as e:
-            raise ValueError(f"{path}: not a loadable torch.export program ({type(e).__name__})") from None
-        finally:
-            logger.setLevel(level)
+        self.module = load_exported_program(path, device, extra)
         self.device = device
         self.path = path
         super().__init__(_metadata(path, extra[METADATA_FILE]), source=str(path))
