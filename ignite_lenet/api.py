@@ -74,7 +74,12 @@ class TrainResult:
         model, best = checkpoints.load_best_model(output_dir / artifacts.BEST_MODEL)
         return cls(model=model, history=artifacts.read_json(output_dir / artifacts.HISTORY),
                    metrics=artifacts.read_json(output_dir / artifacts.METRICS), output_dir=output_dir,
-                   best={k: v for k, v in best.items() if k not in ("model", "config")})
+                   best=_best_summary(best))
+
+
+def _best_summary(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A best-model checkpoint's plain fields (epoch, val_loss, val_accuracy, weights): all but weights and config."""
+    return {k: v for k, v in checkpoint.items() if k not in ("model", "config")}
 
 
 @dataclass
@@ -167,9 +172,8 @@ class Training:
                 f"artifacts in {output_dir}"
             )
         idist.barrier()  # every rank leaves together: none tears down the process group while rank 0 still writes
-        best = {k: v for k, v in best_info.items() if k not in ("model", "config")}
         return TrainResult(model=best_model.cpu().eval(), history=history.to_dict(), metrics=result,
-                           output_dir=output_dir, best=best)
+                           output_dir=output_dir, best=_best_summary(best_info))
 
 
 def _check_resumable(cfg: TrainConfig, checkpoint: dict[str, Any], path: Path) -> None:

@@ -205,11 +205,6 @@ class TrainConfig:
                 setattr(self, name, value)
         self.validate()
 
-    @classmethod
-    def from_recipe(cls, recipe: str = "notebook", **overrides: Any) -> TrainConfig:
-        """The recipe's configuration with some fields changed (``TrainConfig(recipe=..., **overrides)``)."""
-        return cls(recipe=recipe, **overrides)
-
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid setting."""
         for name, kind in (("epochs", int), ("batch_size", int), ("t_max", int), ("train_eval_size", int),
