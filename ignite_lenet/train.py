@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import types
 from typing import Any
 
 from .cli import ArgumentParser, run_cli
@@ -55,5 +56,17 @@ def main(argv: list[str] | None = None) -> int:
     return run_cli(parser.prog, work, interrupted_hint="continue with --resume")
 
 
+class _CallableModule(types.ModuleType):
+    """``ignite_lenet.train`` names two things: this command-line module and the API's ``train`` function
+    (``from ignite_lenet import train``). Once this module is imported, Python binds the package's ``train``
+    attribute to it, so calling it calls the function: ``train(epochs=3)`` works either way."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        from .api import train
+
+        return train(*args, **kwargs)
+
+
 if __name__ == "__main__":
     raise SystemExit(main())
+sys.modules[__name__].__class__ = _CallableModule

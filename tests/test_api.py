@@ -14,8 +14,9 @@ from ignite_lenet.train import main
 
 
 def _cfg(mnist_dir, out, **kw):
+    """Pinned to the CPU: the tests compare runs bit for bit, whatever --device auto would pick."""
     return TrainConfig(**{"data_dir": str(mnist_dir), "download": False, "output_dir": str(out), "progress": False,
-                          **kw})
+                          "device": "cpu", **kw})
 
 
 def test_a_notebook_session(mnist_dir, mnist_data, tmp_path):
@@ -56,8 +57,11 @@ def test_a_notebook_session(mnist_dir, mnist_data, tmp_path):
 
 
 def test_keyword_overrides_and_lazy_package_imports(mnist_dir, tmp_path):
+    import ignite_lenet.train  # the command-line module: importing it rebinds the package's ``train`` to it
+
     assert set(ignite_lenet.__all__) >= {"TrainConfig", "train", "load_model", "build_training", "TrainResult"}
-    result = train(_cfg(mnist_dir, tmp_path, epochs=1), epoch_length=20, seed=3)
+    result = ignite_lenet.train(_cfg(mnist_dir, tmp_path, epochs=1), epoch_length=20, seed=3)
+    assert result.metrics["epochs_run"] == 1
     config = artifacts.read_json(tmp_path / artifacts.CONFIG)
     assert (config["epoch_length"], config["seed"]) == (20, 3) and result.metrics["epochs_run"] == 1
     with pytest.raises(ValueError, match="--epochs"):
@@ -68,8 +72,8 @@ def test_keyword_overrides_and_lazy_package_imports(mnist_dir, tmp_path):
 
 def test_config_file_reproduces_a_run_exactly(mnist_dir, tmp_path):
     first = tmp_path / "first"
-    assert main(["--data-dir", str(mnist_dir), "--no-download", "--output-dir", str(first), "--epochs", "2",
-                 "--epoch-length", "60", "--seed", "5", "--batch-size", "64", "--no-progress"]) == 0
+    assert main(["--data-dir", str(mnist_dir), "--no-download", "--device", "cpu", "--output-dir", str(first),
+                 "--epochs", "2", "--epoch-length", "60", "--seed", "5", "--batch-size", "64", "--no-progress"]) == 0
     again = tmp_path / "again"
     assert main(["--config", str(first / artifacts.CONFIG), "--output-dir", str(again)]) == 0
     strip = lambda d: {k: v for k, v in artifacts.read_json(d / artifacts.HISTORY).items() if k != "epoch_time_s"}  # noqa: E731
