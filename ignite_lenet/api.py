@@ -163,7 +163,8 @@ class Training:
             plots.plot_confusion_matrix(
                 metrics["confusion_matrix"],
                 output_dir / artifacts.CONFUSION_MATRIX,
-                title=f"MNIST test set, best epoch {result['best_epoch']}: {100 * result['test_accuracy']:.2f}% accuracy",
+                title=f"MNIST test set, best epoch {result['best_epoch']}: "
+                      f"{100 * result['test_accuracy']:.2f}% accuracy",
             )
             self.logger.info(
                 f"test accuracy {100 * result['test_accuracy']:.2f}%  test loss {result['test_loss']:.4f}  "
@@ -274,7 +275,8 @@ def _build(cfg: TrainConfig, rank: int, world_size: int, logger: logging.Logger,
     loaders = {
         "train": InMemoryLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, max_batches=epoch_length,
                                 augment=augment, **shard),
-        "train_eval": InMemoryLoader(data.train_eval, cfg.eval_batch_size, max_batches=eval_batches, pad=False, **shard),
+        "train_eval": InMemoryLoader(data.train_eval, cfg.eval_batch_size, max_batches=eval_batches, pad=False,
+                                     **shard),
         "val": InMemoryLoader(data.val, cfg.eval_batch_size, max_batches=eval_batches, pad=False, **shard),
         "test": InMemoryLoader(data.test, cfg.eval_batch_size, pad=False, **shard),
     }

@@ -9,7 +9,8 @@ from .bench_results import Row, Source
 
 ENGINE_ORDER = ("eager", "torchscript", "torch-export", "torch-compile", "cuda-graph", "onnxruntime",
                 "onnxruntime-int8")
-PIPELINE_ORDER = ("notebook", "memory-plain-model", "memory-plain-loop", "ignite", "plain-cuda-graph", "ignite-cuda-graph")
+PIPELINE_ORDER = ("notebook", "memory-plain-model", "memory-plain-loop", "ignite", "plain-cuda-graph",
+                  "ignite-cuda-graph")
 
 
 def rank(value: str, order: tuple[str, ...]) -> int:

@@ -123,7 +123,8 @@ class InMemoryLoader:
     With ``world_size > 1`` each rank takes every ``world_size``-th index of that order: disjoint shards that
     cover the set; ``pad=True`` repeats a few indices so that every rank gets the same number (training needs
     equal step counts), ``pad=False`` keeps shards exact (evaluation). ``max_batches`` caps an epoch.
-    ``augment`` (e.g. ``augment.RandomAffine()``) transforms every batch with a generator seeded by seed, epoch and rank.
+    ``augment`` (e.g. ``augment.RandomAffine()``) transforms every batch with a generator seeded by seed, epoch
+    and rank.
 
     Example::
 

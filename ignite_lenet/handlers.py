@@ -318,7 +318,9 @@ def attach_training_checkpoint(trainer: Engine, to_save: Mapping[str, Any], outp
     return handler
 
 
-def attach_curves(trainer: Engine, history: History, path: str | Path, min_interval_s: float = 10.0) -> RemovableEventHandle:
+def attach_curves(
+    trainer: Engine, history: History, path: str | Path, min_interval_s: float = 10.0
+) -> RemovableEventHandle:
     """Redraw ``curves.png`` after an epoch when ``min_interval_s`` seconds have passed since the last drawing (so a
     long run can be watched, while a 30-second run does not spend a second on plots), and when training ends."""
     drawn = {"epoch": 0, "at": -math.inf}
@@ -342,7 +344,9 @@ def attach_epoch_log(trainer: Engine, history: History, logger: logging.Logger) 
         h = history.data
         epoch = history.epochs
         best = " new best" if history.best_epoch() == epoch else ""
-        ema = f"  ema loss {h['val_ema']['loss'][-1]:.4f} acc {100 * h['val_ema']['accuracy'][-1]:6.2f}%" if "val_ema" in h else ""
+        ema = ""
+        if "val_ema" in h:
+            ema = f"  ema loss {h['val_ema']['loss'][-1]:.4f} acc {100 * h['val_ema']['accuracy'][-1]:6.2f}%"
         logger.info(
             f"epoch {engine.state.epoch:>3}/{engine.state.max_epochs}  lr {h['lr'][-1]:.2e}  "
             f"train loss {h['train']['loss'][-1]:.4f} acc {100 * h['train']['accuracy'][-1]:6.2f}%  "

@@ -19,8 +19,9 @@ from ignite_lenet.config import config_from_args, explicit_options
 
 
 def _cfg(mnist_dir, out, **kw):
+    """Pinned to the CPU: the tests compare runs bit for bit, whatever --device auto would pick."""
     return TrainConfig(**{"data_dir": str(mnist_dir), "download": False, "output_dir": str(out), "progress": False,
-                          **kw})
+                          "device": "cpu", **kw})
 
 
 @pytest.mark.parametrize("recipe", list(RECIPES))

@@ -18,7 +18,8 @@ from ignite_lenet.train import TrainingDiverged, main, run
 
 
 def _cfg(mnist_dir, out, **kw):
-    base = dict(data_dir=str(mnist_dir), download=False, output_dir=str(out), progress=False)
+    # bit-exact comparisons below: pinned to the CPU, whatever --device auto would pick
+    base = dict(data_dir=str(mnist_dir), download=False, output_dir=str(out), progress=False, device="cpu")
     return TrainConfig(**{**base, **kw})
 
 
@@ -100,8 +101,9 @@ def test_resume_after_an_epoch_ends_exactly_like_an_uninterrupted_run(mnist_dir,
 
 def test_a_killed_run_resumes_from_its_last_checkpoint_to_the_same_weights(mnist_dir, tmp_path, short_run):
     out, _ = short_run
-    args = ["-m", "ignite_lenet.train", "--data-dir", str(mnist_dir), "--no-download", "--output-dir",
-            str(tmp_path), "--epochs", "3", "--epoch-length", "300", "--no-progress"]
+    args = ["-m", "ignite_lenet.train", "--data-dir", str(mnist_dir), "--no-download", "--device", "cpu",
+            "--output-dir", str(tmp_path),
+            "--epochs", "3", "--epoch-length", "300", "--no-progress"]
     process = subprocess.Popen([PYTHON, *args], env=python_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     checkpoint = tmp_path / artifacts.TRAINING_CHECKPOINT
     deadline = time.monotonic() + 120
@@ -143,8 +145,8 @@ def test_divergence_is_reported_not_hidden(mnist_dir, tmp_path):
 def test_augmented_one_cycle_run_is_reproducible_and_resumes_exactly_after_a_kill(mnist_dir, tmp_path):
     flags = ["--epochs", "3", "--epoch-length", "50", "--augment", "--schedule", "onecycle", "--lr", "3e-3"]
     reference = tmp_path / "reference"
-    assert main(["--data-dir", str(mnist_dir), "--no-download", "--output-dir", str(reference), "--no-progress",
-                 *flags]) == 0
+    assert main(["--data-dir", str(mnist_dir), "--no-download", "--device", "cpu", "--output-dir", str(reference),
+                 "--no-progress", *flags]) == 0
     lrs = artifacts.read_json(reference / artifacts.HISTORY)["lr"]
     assert lrs[0] > lrs[1] > lrs[2] and lrs[2] < 1e-6  # past the warm-up, annealing to ~0 at the last step
     with pytest.raises(ValueError, match="--epochs"):  # a one-cycle schedule cannot be stretched on resume
@@ -152,8 +154,9 @@ def test_augmented_one_cycle_run_is_reproducible_and_resumes_exactly_after_a_kil
                  resume=True))
 
     interrupted = tmp_path / "interrupted"
-    args = ["-m", "ignite_lenet.train", "--data-dir", str(mnist_dir), "--no-download", "--output-dir",
-            str(interrupted), "--no-progress", *flags]
+    args = ["-m", "ignite_lenet.train", "--data-dir", str(mnist_dir), "--no-download", "--device", "cpu",
+            "--output-dir", str(interrupted),
+            "--no-progress", *flags]
     process = subprocess.Popen([PYTHON, *args], env=python_env(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     checkpoint = interrupted / artifacts.TRAINING_CHECKPOINT
