@@ -48,10 +48,28 @@ class RandomAffine:
         theta = torch.stack([torch.stack([cos, cos * shear - sin, shift_x], 1),
                              torch.stack([sin, sin * shear + cos, shift_y], 1)], 1)
         theta = theta.to(device=images.device, dtype=images.dtype)  # (B, 2, 3)
-        grid = F.affine_grid(theta, list(images.shape), align_corners=False)  # (B, H, W, 2)
+        grid = affine_grid(theta, images.shape[-2], images.shape[-1])  # (B, H, W, 2)
         if self.elastic is not None:
             grid = grid + self.elastic.displacement(images.shape, generator).to(images.device, images.dtype)
         return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``F.affine_grid(theta, (B, C, height, width), align_corners=False)`` as six broadcast multiply-adds.
+
+    torch computes it as a batched matrix product ``(B, H*W, 3) @ (B, 3, 2)``, which is slow for K = 3 (1.4 ms
+    of a 24 ms CPU training step at batch 256). This is the same sum in the same order, ``x*a + y*b + c``, on
+    torch's own base coordinates: on our CPUs it gave bit-identical grids; it stays within 1e-6 anywhere.
+    """
+    n = theta.shape[0]
+    base = F.affine_grid(torch.eye(2, 3, dtype=theta.dtype, device=theta.device)[None], [1, 1, height, width],
+                         align_corners=False).view(1, height * width, 2)  # the grid's (x, y) coordinates
+    x, y = base[..., 0], base[..., 1]  # (1, H*W) each
+
+    def row(i: int) -> torch.Tensor:
+        return x * theta[:, i, 0:1] + y * theta[:, i, 1:2] + theta[:, i, 2:3]  # (B, H*W)
+
+    return torch.stack([row(0), row(1)], dim=-1).view(n, height, width, 2)
 
 
 class ElasticDistortion:

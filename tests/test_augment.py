@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ignite_lenet import data as D
-from ignite_lenet.augment import ElasticDistortion, RandomAffine
+from ignite_lenet.augment import ElasticDistortion, RandomAffine, affine_grid
 
 
 def test_random_affine_is_identity_at_zero_and_reproducible(mnist_data):
@@ -21,6 +21,17 @@ def test_random_affine_is_identity_at_zero_and_reproducible(mnist_data):
     assert (a.sum((1, 2, 3)) / x.sum((1, 2, 3))).sub(1).abs().max().item() < 0.35
     with pytest.raises(ValueError):
         RandomAffine(scale=1.5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(64, 32, 32), (1, 28, 28), (5, 20, 30)])
+def test_affine_grid_is_torchs_affine_grid(shape, dtype):
+    n, h, w = shape
+    theta = torch.randn(n, 2, 3, generator=torch.Generator().manual_seed(n * h), dtype=dtype)
+    grid = affine_grid(theta, h, w)
+    expected = torch.nn.functional.affine_grid(theta, [n, 1, h, w], align_corners=False)
+    assert grid.shape == (n, h, w, 2) and grid.dtype == dtype
+    torch.testing.assert_close(grid, expected, atol=1e-6, rtol=0)
 
 
 def test_augmented_loader_draws_new_transforms_each_epoch_but_the_same_order():
