@@ -42,7 +42,7 @@ from .model import INPUT_SHAPE, LeNet5, Standardized, count_parameters, optimize
 # Settings that shape the trajectory: a resumed run must use the checkpoint's values.
 RESUME_MUST_MATCH = ("batch_size", "lr", "t_max", "eta_min", "seed", "val_source", "val_size", "epoch_length",
                      "sanity_check", "schedule", "augment", "elastic", "optimizer", "weight_decay", "pct_start",
-                     "label_smoothing", "ema_decay", "normalize")
+                     "label_smoothing", "ema_decay", "normalize", "fast_tanh")
 RESUME_KEYS = ("config", "trainer", "model", "optimizer", "lr_scheduler", "best_checkpoint", "history")
 EMA_WARMUP_EPOCHS = 1  # the EMA's momentum warms up over the first epoch's iterations
 GPU_READOUT_EVERY = 50  # on a GPU the loss is read (one host sync) every that many steps; on CPU every step
@@ -254,7 +254,7 @@ def _build(cfg: TrainConfig, rank: int, world_size: int, logger: logging.Logger,
         ensure_mnist(cfg.data_dir, cfg.download)
     data = load_data(cfg.data_dir, cfg.download, cfg.val_source, cfg.val_size, cfg.train_eval_size).to(device)
     torch.manual_seed(cfg.seed)
-    net: nn.Module = optimize_layout(LeNet5(), device)
+    net: nn.Module = optimize_layout(LeNet5(fast_tanh=cfg.fast_tanh), device)
     if cfg.normalize:  # statistics of the training split, the same on every rank
         net = Standardized(net, data.train.images.mean().item(), data.train.images.std().item())
     if initial is not None:

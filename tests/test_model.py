@@ -3,7 +3,9 @@ import torch
 import torch.nn.functional as F
 
 from ignite_lenet.reference import NotebookLeNet5
-from ignite_lenet.model import INPUT_SHAPE, NUM_CLASSES, LeNet5, count_parameters, optimize_layout, probabilities
+from ignite_lenet.model import (
+    INPUT_SHAPE, NUM_CLASSES, LeNet5, SigmoidTanh, count_parameters, optimize_layout, probabilities,
+)
 
 
 def test_parameter_count_and_layer_shapes():
@@ -41,6 +43,47 @@ def test_fast_formulation_matches_the_plain_notebook_model_forward_and_backward(
     F.cross_entropy(out_fast, y, reduction="sum").backward()
     for (name, p_ref), p_fast in zip(reference.named_parameters(), fast.parameters()):
         torch.testing.assert_close(p_fast.grad, p_ref.grad, atol=1e-4, rtol=1e-4, msg=name)
+
+
+def test_sigmoid_tanh_is_tanh_within_its_bound_values_and_gradients():
+    special = torch.tensor([0.0, -0.0, 1e-30, -1e-30, 1e-4, 50.0, -50.0, 1e4, float("inf"), float("-inf")])
+    x = torch.cat([torch.linspace(-20, 20, 400_001), special]).requires_grad_()
+    y = SigmoidTanh.apply(x)
+    exact = torch.tanh(x.detach())
+    assert (y.detach() - exact).abs().max().item() <= 2.4e-7
+    assert torch.equal(y.detach()[-4:], exact[-4:])  # saturates to exactly +-1
+    assert torch.isnan(SigmoidTanh.apply(torch.tensor([float("nan")]))).all()
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(grad, 1 - exact**2, atol=1e-6, rtol=0)
+    x64 = torch.randn(30, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(SigmoidTanh.apply, (x64,))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+def test_fast_tanh_model_is_the_same_function_on_real_mnist_and_saves_a_plain_model(mnist_data):
+    torch.manual_seed(0)
+    exact = optimize_layout(LeNet5())
+    with torch.no_grad():  # trained-looking weights, so the activations spread over tanh's range
+        for p in exact.parameters():
+            p.mul_(3)
+    fast = optimize_layout(LeNet5(fast_tanh=True))
+    fast.load_state_dict(exact.state_dict())
+    assert fast.state_dict().keys() == exact.state_dict().keys()  # the flag is not saved
+    x, y = mnist_data.test.images[:512], mnist_data.test.labels[:512]
+    out_exact, out_fast = exact(x), fast(x)
+    assert not torch.equal(out_fast, out_exact)  # really the other formulation
+    torch.testing.assert_close(out_fast, out_exact, atol=1e-5, rtol=1e-5)
+    assert torch.equal(out_fast.argmax(1), out_exact.argmax(1))
+    F.cross_entropy(out_exact, y, reduction="sum").backward()
+    F.cross_entropy(out_fast, y, reduction="sum").backward()
+    for (name, p_exact), p_fast in zip(exact.named_parameters(), fast.parameters()):
+        torch.testing.assert_close(p_fast.grad, p_exact.grad, atol=1e-3, rtol=1e-4, msg=name)
+    # a model loaded from saved weights computes torch.tanh, and scripts (TorchScript export)
+    plain = LeNet5()
+    plain.load_state_dict(fast.state_dict())
+    assert not plain.fast_tanh
+    torch.testing.assert_close(plain(x), exact(x), atol=1e-5, rtol=1e-5)  # (another memory layout)
+    assert torch.equal(torch.jit.script(plain)(x), plain(x))
 
 
 def test_conv3_rejects_a_map_it_does_not_cover():

@@ -37,8 +37,8 @@ def test_a_recipe_sets_its_values_and_explicit_values_win(recipe):
 def test_the_default_recipe_is_the_notebooks():
     cfg = TrainConfig()
     assert cfg.recipe == "notebook" and (cfg.optimizer, cfg.lr, cfg.batch_size, cfg.epochs) == ("adam", 1e-3, 32, 15)
-    assert (cfg.schedule, cfg.t_max, cfg.eta_min, cfg.augment, cfg.ema_decay, cfg.normalize) == (
-        "cosine", 2, 1e-5, False, 0.0, False)
+    assert (cfg.schedule, cfg.t_max, cfg.eta_min, cfg.augment, cfg.ema_decay, cfg.normalize, cfg.fast_tanh) == (
+        "cosine", 2, 1e-5, False, 0.0, False, False)
 
 
 def test_replace_with_another_recipe_brings_its_values_but_keeps_overrides():
@@ -103,13 +103,14 @@ def test_label_smoothing_is_the_smoothed_cross_entropy_summed():
 def test_ema_standardised_run_saves_a_plain_model_and_resumes_exactly(mnist_dir, mnist_data, tmp_path):
     flags = dict(epochs=3, epoch_length=60, batch_size=64, optimizer="adamw", weight_decay=0.05,
                  schedule="onecycle", lr=3e-3, ema_decay=0.99, normalize=True, augment=True, elastic=True,
-                 label_smoothing=0.1, train_eval_size=1000)
+                 label_smoothing=0.1, train_eval_size=1000, fast_tanh=True)
     reference = train(_cfg(mnist_dir, tmp_path / "reference", **flags))
     history = reference.history
     assert set(history) == {"train", "val", "val_ema", "lr", "epoch_time_s"} and len(history["val_ema"]["loss"]) == 3
     best = torch.load(tmp_path / "reference" / artifacts.BEST_MODEL, weights_only=True)
     assert best["weights"] in ("raw", "ema") and set(best["model"]) == set(LeNet5().state_dict())
-    # the saved plain LeNet5 (standardisation folded in) reproduces the chosen weights' validation loss
+    # the saved plain LeNet5 (standardisation folded in, torch.tanh instead of the training's SigmoidTanh)
+    # reproduces the chosen weights' validation loss
     split = "val_ema" if best["weights"] == "ema" else "val"
     assert best["val_loss"] == pytest.approx(history[split]["loss"][best["epoch"] - 1])
     with torch.no_grad():
