@@ -321,9 +321,15 @@ def attach_training_checkpoint(trainer: Engine, to_save: Mapping[str, Any], outp
 def attach_curves(
     trainer: Engine, history: History, path: str | Path, min_interval_s: float = 10.0
 ) -> RemovableEventHandle:
-    """Redraw ``curves.png`` after an epoch when ``min_interval_s`` seconds have passed since the last drawing (so a
-    long run can be watched, while a 30-second run does not spend a second on plots), and when training ends."""
+    """Redraw ``curves.png`` after an epoch when ``min_interval_s`` seconds have passed since the last drawing or,
+    for the first one, since the run started (so a long run can be watched, while a 30-second run does not spend
+    a second on plots), and when training ends."""
     drawn = {"epoch": 0, "at": -math.inf}
+
+    def start_clock(engine: Engine) -> None:
+        drawn["at"] = time.perf_counter()
+
+    trainer.add_event_handler(Events.STARTED, start_clock)
 
     def draw_curves(engine: Engine) -> None:
         now = time.perf_counter()

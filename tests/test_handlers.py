@@ -94,6 +94,26 @@ def test_lr_scheduler_is_stepped_at_the_end_of_each_epoch():
     assert scheduler.last_epoch == 5
 
 
+@pytest.mark.parametrize("min_interval_s, drawn_after", [(0.0, [1, 2, 3, 4]), (3600.0, [4])])
+def test_curves_are_redrawn_at_most_every_interval_and_at_the_end(tmp_path, min_interval_s, drawn_after):
+    trainer, history = _engine(), handlers.History()
+    metrics = {"loss": 0.5, "accuracy": 0.9}
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: history.record(metrics, metrics, 1e-3, 1.0))
+    path = tmp_path / "curves.png"
+    handlers.attach_curves(trainer, history, path, min_interval_s=min_interval_s)
+    seen = []
+
+    @trainer.on(Events.EPOCH_COMPLETED)
+    def look(engine):  # what curves.png shows after each epoch (the drawing handler fired first)
+        if path.exists():
+            seen.append(engine.state.epoch)
+            path.unlink()
+
+    trainer.run([0], max_epochs=4)
+    assert seen == drawn_after
+    assert not path.exists()  # COMPLETED does not draw the last epoch twice
+
+
 def test_plots_are_pngs(tmp_path):
     history = {"train": {"loss": [0.5, 0.3], "accuracy": [0.8, 0.9]},
                "val": {"loss": [0.6, 0.4], "accuracy": [0.75, 0.85]}, "lr": [1e-3, 1e-4], "epoch_time_s": [1, 1]}
