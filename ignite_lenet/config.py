@@ -162,9 +162,9 @@ class TrainConfig:
         "the standardisation folded into conv1, so it still takes images in [0, 1]", flag="--normalize/--no-normalize",
     )
     fast_tanh: bool | None = _opt(
-        None, "recipe: while training, compute tanh as 2*sigmoid(2x)-1 (within 2.4e-7 of torch.tanh; torch's CPU "
-        "tanh is about 6x slower than its sigmoid, so CPU steps run about 14%% faster); checkpoints and exports "
-        "use torch.tanh", flag="--fast-tanh/--no-fast-tanh",
+        None, "recipe: while training on CPU, compute tanh as 2*sigmoid(2x)-1 (within 2.4e-7 of torch.tanh; torch's "
+        "CPU tanh is about 6x slower than its sigmoid); checkpoints, exports and CUDA use torch.tanh",
+        flag="--fast-tanh/--no-fast-tanh",
     )
     seed: int = _opt(0, "random seed of the initial weights, the batch order and the augmentation")
     # run control

@@ -86,6 +86,31 @@ def test_fast_tanh_model_is_the_same_function_on_real_mnist_and_saves_a_plain_mo
     assert torch.equal(torch.jit.script(plain)(x), plain(x))
 
 
+def _autograd_ops(output):
+    """Names of the autograd nodes that produced ``output``."""
+    names, todo = set(), [output.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and type(node).__name__ not in names:
+            names.add(type(node).__name__)
+            todo.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+def test_fast_tanh_runs_sigmoid_tanh_on_cpu_only_when_asked():
+    x = torch.rand(4, *INPUT_SHAPE)
+    assert "TanhBackward0" in _autograd_ops(LeNet5()(x))
+    ops = _autograd_ops(LeNet5(fast_tanh=True)(x))
+    assert "SigmoidTanhBackward" in ops and "TanhBackward0" not in ops
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fast_tanh_is_torch_tanh_on_cuda():
+    fast = LeNet5(fast_tanh=True).cuda()
+    ops = _autograd_ops(fast(torch.rand(4, *INPUT_SHAPE, device="cuda")))
+    assert "TanhBackward0" in ops and "SigmoidTanhBackward" not in ops  # CUDA's own tanh is the fast one
+
+
 def test_conv3_rejects_a_map_it_does_not_cover():
     with pytest.raises(ValueError, match="exactly the kernel's size"):
         LeNet5().conv3(torch.rand(2, 16, 6, 6))
