@@ -153,7 +153,15 @@ def attach_one_cycle(
     trainer: Engine, optimizer: torch.optim.Optimizer, max_lr: float, total_steps: int, pct_start: float = 0.15
 ) -> OneCycleLR:
     """``OneCycleLR`` stepped after every iteration: warm-up to ``max_lr`` over ``pct_start`` of the steps,
-    then cosine annealing to ``max_lr / 2.5e5`` at the last one (``--schedule onecycle``)."""
+    then cosine annealing to ``max_lr / 2.5e5`` at the last one (``--schedule onecycle``).
+
+    Raises ``ValueError`` where torch's ``OneCycleLR`` would divide by zero mid-run: a warm-up of exactly one
+    step (``pct_start * total_steps == 1``, e.g. ``--pct-start 0.2`` of 5 steps).
+    """
+    if float(pct_start * total_steps) - 1 == 0:  # OneCycleLR's first phase would end at step 0
+        raise ValueError(f"--schedule onecycle: --pct-start {pct_start} of {total_steps} training steps is a "
+                         f"one-step warm-up, which torch's OneCycleLR cannot schedule; change --pct-start, "
+                         f"--epochs or --epoch-length")
     scheduler = OneCycleLR(optimizer, max_lr=max_lr, total_steps=total_steps, pct_start=pct_start)
     trainer.add_event_handler(Events.ITERATION_COMPLETED, _stepper(scheduler))
     return scheduler

@@ -222,6 +222,18 @@ def test_a_huge_learning_rate_diverges_in_one_line(mnist_dir, tmp_path, capsys):
                  capsys, tmp_path / "out", "lower --lr", allowed=(artifacts.CONFIG,))
 
 
+def test_a_one_step_one_cycle_warm_up_is_one_line(mnist_dir, tmp_path, capsys):
+    """--pct-start 0.2 of 5 steps: torch's OneCycleLR would divide by zero; the error says what to change."""
+    _train_fails(["--data-dir", str(mnist_dir), "--no-download", "--output-dir", str(tmp_path / "out"),
+                  "--recipe", "fast", "--epochs", "1", "--epoch-length", "5", "--no-progress"],
+                 capsys, tmp_path / "out", "--pct-start 0.2 of 5 training steps", "--epoch-length",
+                 allowed=(artifacts.CONFIG,))
+    code, _, err = _call(train_main, ["--data-dir", str(mnist_dir), "--no-download", "--output-dir",
+                                      str(tmp_path / "ok"), "--recipe", "fast", "--epochs", "1", "--epoch-length",
+                                      "6", "--no-progress", "--val-size", "100", "--train-eval-size", "100"], capsys)
+    assert code == 0, err  # 1.2 warm-up steps are fine
+
+
 def test_the_largest_seed_trains(mnist_dir, tmp_path, capsys):
     """Every seed the validation accepts works, also where the augmentation derives its own seed from it."""
     code, _, err = _call(train_main, ["--data-dir", str(mnist_dir), "--no-download", "--output-dir", str(tmp_path),
