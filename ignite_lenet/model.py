@@ -6,6 +6,8 @@ measurement. Here the loss sees logits; probabilities are an explicit step (``pr
 ``--output probabilities`` export option).
 """
 
+# No ``from __future__ import annotations`` here: TorchScript reads the real annotations of the
+# ``@torch.jit.unused`` method below, and string annotations make it fail to resolve ``torch.Tensor``.
 from typing import Any
 
 import torch
