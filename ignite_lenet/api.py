@@ -43,6 +43,7 @@ from .model import INPUT_SHAPE, LeNet5, Standardized, count_parameters, optimize
 RESUME_MUST_MATCH = ("batch_size", "lr", "t_max", "eta_min", "seed", "val_source", "val_size", "epoch_length",
                      "sanity_check", "schedule", "augment", "elastic", "optimizer", "weight_decay", "pct_start",
                      "label_smoothing", "ema_decay", "normalize", "fast_tanh")
+RESUME_ABSENT_MEANS = {"fast_tanh": False}  # the value of a setting missing from an older checkpoint's config
 RESUME_KEYS = ("config", "trainer", "model", "optimizer", "lr_scheduler", "best_checkpoint", "history")
 EMA_WARMUP_EPOCHS = 1  # the EMA's momentum warms up over the first epoch's iterations
 GPU_READOUT_EVERY = 50  # on a GPU the loss is read (one host sync) every that many steps; on CPU every step
@@ -182,7 +183,7 @@ def _check_resumable(cfg: TrainConfig, checkpoint: dict[str, Any], path: Path) -
     if missing or not isinstance(checkpoint["config"], dict):
         what = f"missing {', '.join(missing)}" if missing else "its 'config' is not a dictionary"
         raise ValueError(f"--resume: {path} is not a training checkpoint of this package ({what})")
-    saved = checkpoint["config"]
+    saved = {**RESUME_ABSENT_MEANS, **checkpoint["config"]}  # an older checkpoint trained without newer settings
     # a one-cycle schedule spans the whole run: its length cannot change midway
     for name in RESUME_MUST_MATCH + (("epochs",) if cfg.schedule == "onecycle" else ()):
         if name in saved and saved[name] != getattr(cfg, name):

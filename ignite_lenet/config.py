@@ -162,7 +162,7 @@ class TrainConfig:
         "the standardisation folded into conv1, so it still takes images in [0, 1]", flag="--normalize/--no-normalize",
     )
     fast_tanh: bool | None = _opt(
-        None, "recipe: while training on CPU, compute tanh as 2*sigmoid(2x)-1 (within 2.4e-7 of torch.tanh; torch's "
+        None, "recipe: while training on CPU, compute tanh as 2*sigmoid(2x)-1 (within 2.4e-7 absolute of torch.tanh; torch's "
         "CPU tanh is about 6x slower than its sigmoid); checkpoints, exports and CUDA use torch.tanh",
         flag="--fast-tanh/--no-fast-tanh",
     )

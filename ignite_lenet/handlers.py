@@ -155,7 +155,7 @@ def attach_one_cycle(
     """``OneCycleLR`` stepped after every iteration: warm-up to ``max_lr`` over ``pct_start`` of the steps,
     then cosine annealing to ``max_lr / 2.5e5`` at the last one (``--schedule onecycle``).
 
-    Raises ``ValueError`` where torch's ``OneCycleLR`` would divide by zero mid-run: a warm-up of exactly one
+    Raises ``ValueError`` where torch's ``OneCycleLR`` would divide by zero when built: a warm-up of exactly one
     step (``pct_start * total_steps == 1``, e.g. ``--pct-start 0.2`` of 5 steps).
     """
     if float(pct_start * total_steps) - 1 == 0:  # OneCycleLR's first phase would end at step 0

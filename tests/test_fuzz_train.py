@@ -234,6 +234,23 @@ def test_a_one_step_one_cycle_warm_up_is_one_line(mnist_dir, tmp_path, capsys):
     assert code == 0, err  # 1.2 warm-up steps are fine
 
 
+def test_a_checkpoint_from_before_fast_tanh_resumes_only_without_it(mnist_dir, tmp_path, capsys):
+    """An older release's training checkpoint has no 'fast_tanh': it trained with torch.tanh, and says so."""
+    out = tmp_path / "out"
+    common = ["--data-dir", str(mnist_dir), "--no-download", "--output-dir", str(out), "--epoch-length", "2",
+              "--no-progress", "--val-size", "100", "--train-eval-size", "100"]
+    code, _, err = _call(train_main, common + ["--epochs", "1"], capsys)
+    assert code == 0, err
+    path = out / artifacts.TRAINING_CHECKPOINT
+    checkpoint = torch.load(path, weights_only=True)
+    del checkpoint["config"]["fast_tanh"]
+    torch.save(checkpoint, path)
+    _train_fails(common + ["--epochs", "2", "--resume", "--fast-tanh"], capsys, out, "--fast-tanh False, not True")
+    code, _, err = _call(train_main, common + ["--epochs", "2", "--resume"], capsys)
+    assert code == 0, err
+    assert len(artifacts.read_json(out / artifacts.HISTORY)["lr"]) == 2
+
+
 def test_the_largest_seed_trains(mnist_dir, tmp_path, capsys):
     """Every seed the validation accepts works, also where the augmentation derives its own seed from it."""
     code, _, err = _call(train_main, ["--data-dir", str(mnist_dir), "--no-download", "--output-dir", str(tmp_path),

@@ -84,6 +84,7 @@ def test_fast_tanh_model_is_the_same_function_on_real_mnist_and_saves_a_plain_mo
     assert not plain.fast_tanh
     torch.testing.assert_close(plain(x), exact(x), atol=1e-5, rtol=1e-5)  # (another memory layout)
     assert torch.equal(torch.jit.script(plain)(x), plain(x))
+    assert torch.equal(torch.jit.script(fast)(x), exact(x))  # scripted, the flag falls back to torch.tanh
 
 
 def _autograd_ops(output):
