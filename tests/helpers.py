@@ -34,6 +34,15 @@ def truncated_mnist_copy(mnist_dir: Path, dest: Path) -> Path:
 
 
 
+def assert_one_line_error(code: int, err: str, *expected: str) -> None:
+    """A user mistake: exit code 2 and one line on stderr naming each of ``expected``, no traceback."""
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    assert err.endswith("\n") and err.count("\n") == 1, f"expected one line, got:\n{err}"
+    for text in expected:
+        assert text in err, f"{text!r} not in {err!r}"
+
+
 def call_main(main, args: list[str], capsys) -> tuple[int, str, str]:
     """Run a CLI ``main`` in-process as a user would: argparse's exits count as exit codes."""
     try:

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import assert_one_line_error as _assert_one_line_error
 from helpers import call_main as _call
 from helpers import run_module, truncated_mnist_copy
 from ignite_lenet import artifacts
@@ -51,14 +52,6 @@ def _tree(root: Path) -> dict[str, str]:
         return {".": hashlib.sha256(root.read_bytes()).hexdigest()}
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
             for p in sorted(root.rglob("*"))}
-
-
-def _assert_one_line_error(code: int, err: str, *expected: str) -> None:
-    assert code == 2, err
-    assert "Traceback" not in err, err
-    assert err.endswith("\n") and err.count("\n") == 1, f"expected one line, got:\n{err}"
-    for text in expected:
-        assert text in err, f"{text!r} not in {err!r}"
 
 
 @pytest.fixture
@@ -145,15 +138,24 @@ OTHER_CASES = [  # (args, what the line must name)
 ]
 
 
-@pytest.mark.parametrize("args, expected", OTHER_CASES, ids=lambda v: " ".join(v) if isinstance(v, list) else v)
-def test_bad_choices_combinations_and_paths(args, expected, tmp_path, empty_data, capsys):
+def _case_id(value):
+    return " ".join(value) if isinstance(value, list) else value
+
+
+def _fails_with_placeholders(main, args, expected, out_name, tmp_path, empty_data, capsys):
+    """``args`` with ``{tmp}`` and ``{file}`` (a plain file) filled in fail in one line; the file is untouched."""
     (tmp_path / "file").write_text("not a directory")
     args = [a.format(tmp=tmp_path, file=tmp_path / "file") for a in args]
     base = ["--data-dir", str(empty_data), "--no-download"]
     if "--output-dir" not in args:
-        base += ["--output-dir", str(tmp_path / "out")]
-    _train_fails([*base, *args], capsys, tmp_path / "out", expected)
+        base += ["--output-dir", str(tmp_path / out_name)]
+    _train_fails([*base, *args], capsys, tmp_path / out_name, expected, main=main)
     assert (tmp_path / "file").read_text() == "not a directory"
+
+
+@pytest.mark.parametrize("args, expected", OTHER_CASES, ids=_case_id)
+def test_bad_choices_combinations_and_paths(args, expected, tmp_path, empty_data, capsys):
+    _fails_with_placeholders(train_main, args, expected, "out", tmp_path, empty_data, capsys)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="--device cuda is valid on this machine")
@@ -508,15 +510,9 @@ SEEDS_CASES = [  # (args, what the line must name)
 ]
 
 
-@pytest.mark.parametrize("args, expected", SEEDS_CASES, ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+@pytest.mark.parametrize("args, expected", SEEDS_CASES, ids=_case_id)
 def test_bad_seeds_sweeps(args, expected, tmp_path, empty_data, capsys):
-    (tmp_path / "file").write_text("not a directory")
-    args = [a.format(tmp=tmp_path, file=tmp_path / "file") for a in args]
-    base = ["--data-dir", str(empty_data), "--no-download"]
-    if "--output-dir" not in args:
-        base += ["--output-dir", str(tmp_path / "sweep")]
-    _train_fails([*base, *args], capsys, tmp_path / "sweep", expected, main=seeds_main)
-    assert (tmp_path / "file").read_text() == "not a directory"
+    _fails_with_placeholders(seeds_main, args, expected, "sweep", tmp_path, empty_data, capsys)
 
 
 # --- the Python API --------------------------------------------------------------------------------------------
