@@ -18,14 +18,13 @@ replays and synchronizes.
 from __future__ import annotations
 
 import contextlib
-import warnings
 
 import numpy as np
 import pytest
 import torch
 
 from bench_utils import DEVICES, cuda_graph_runner, cudnn_benchmark, record
-from ignite_lenet.checkpoints import load_best_model
+from ignite_lenet.checkpoints import load_best_model, load_exported_program, load_torchscript
 from ignite_lenet.data import load_mnist, preprocess
 from ignite_lenet.export import FILE_NAMES, export
 from ignite_lenet.model import optimize_layout
@@ -64,32 +63,25 @@ def bench_images(mnist_dir) -> np.ndarray:
     return preprocess(images).numpy()  # 10,000 images: every batch size fits
 
 
-def _layout(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """channels_last on CPU, where it is faster; NCHW on CUDA, where channels_last measured slower."""
-    return optimize_layout(model) if device.type == "cpu" else model
-
-
 def _torch_runner(engine: str, files, checkpoint, device: torch.device, benchmark, x: torch.Tensor):
     if engine == "cuda-graph":  # the eager model, captured once for this batch size
-        model = _layout(load_best_model(checkpoint, map_location=device)[0], device)
+        model = optimize_layout(load_best_model(checkpoint, map_location=device)[0], device)
         run = cuda_graph_runner(model, x)
         with torch.inference_mode():  # the replay computes what the eager model computes
             torch.testing.assert_close(run(x).clone(), model(x))
         return run
     if engine == "eager":
         model, _ = load_best_model(checkpoint, map_location=device)
-        module = _layout(model, device)
+        module = optimize_layout(model, device)
     elif engine == "torchscript":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            module = torch.jit.load(str(files["torchscript"]), map_location=device)
+        module = load_torchscript(files["torchscript"], map_location=device)
     elif engine == "torch-export":
-        module = torch.export.load(str(files["torch-export"])).module().to(device)
+        module = load_exported_program(files["torch-export"], device)
     else:  # torch-compile
         if benchmark.disabled:
             pytest.skip("torch.compile takes ~30 s to compile on 2 cores; measured with --benchmark-only")
         model, _ = load_best_model(checkpoint, map_location=device)
-        module = torch.compile(_layout(model, device))
+        module = torch.compile(optimize_layout(model, device))
 
     def run(x: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

@@ -375,7 +375,7 @@ def train(cfg: TrainConfig | None = None, /, **overrides: Any) -> TrainResult:
     """
     cfg = TrainConfig(**overrides) if cfg is None else cfg.replace(**overrides) if overrides else cfg
     if not distributed.requested(cfg):
-        return build_training(cfg).run()
+        return _train_here(cfg)
     artifacts.check_output_dir(cfg.output_dir)
     result = distributed.launch(_train_here, cfg)  # this process's result under torchrun; None when spawned here
     return result if result is not None else TrainResult.from_dir(cfg.output_dir)

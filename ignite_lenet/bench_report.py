@@ -19,7 +19,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .artifacts import atomic_write
+from .artifacts import atomic_write, check_output_dir
 from .bench_results import KINDS, NOTE_SUFFIX, Row, Source, load_rows, load_source, load_sources
 from .bench_tables import (
     ENGINE_ORDER, PIPELINE_ORDER, fastest_rows, inference_table, is_gpu, latency_side_by_side_table, rank,
@@ -137,9 +137,7 @@ def write_report(paths: Iterable[str | Path], output_dir: str | Path) -> list[Pa
     replaced atomically, the charts before the report that shows them.
     """
     sources = load_sources(paths)
-    output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise NotADirectoryError(f"{output_dir}: not a directory (where the report goes)")
+    output_dir = check_output_dir(output_dir)
     outputs = render_report(sources)
     written = {name: atomic_write(output_dir / name, lambda f, data=data: f.write(data))
                for name, data in sorted(outputs.items(), key=lambda kv: kv[0] == "REPORT.md")}

@@ -15,6 +15,11 @@ KINDS = ("inference", "training")
 NOTE_SUFFIX = ".note.txt"
 
 
+def is_gpu(device: str) -> bool:
+    """Whether a row's ``device`` is a GPU (``cuda``, ``cuda:1``...)."""
+    return device.startswith("cuda")
+
+
 @dataclass(frozen=True)
 class Row:
     machine: str
@@ -100,8 +105,8 @@ def _rows_of(bench: Any, machine: str) -> list[Row]:
     device = _text(info.get("device"), "extra_info.device")
     batch_size = _integer(info.get("batch_size"), "extra_info.batch_size", 1)
     threads = _integer(info.get("threads", info.get("torch_threads", 0)), "extra_info.threads", 0)
-    _positive(info["images_per_s"], "extra_info.images_per_s")
-    hardware = info.get("gpu") if device.startswith("cuda") else info.get("cpu")
+    ips = _positive(info["images_per_s"], "extra_info.images_per_s")
+    hardware = info.get("gpu") if is_gpu(device) else info.get("cpu")
     common = dict(machine=machine, kind=kind, device=device, batch_size=batch_size, threads=threads,
                   hardware=str(hardware) if hardware else "unknown")
     if "pipelines_images_per_s" in info:  # training rounds time several pipelines in turn: one row each
@@ -113,9 +118,9 @@ def _rows_of(bench: Any, machine: str) -> list[Row]:
             raise _Problem("extra_info.pipelines_images_per_s is empty")
         images = _positive(info.get("images_per_round"), "extra_info.images_per_round") / len(per_pipeline)
         rows = []
-        for name, ips in per_pipeline.items():
-            ips = _positive(ips, f"extra_info.pipelines_images_per_s[{name!r}]")
-            rows.append(Row(engine=_text(name, "a pipeline name"), median_s=images / ips, images_per_s=ips,
+        for name, rate in per_pipeline.items():
+            rate = _positive(rate, f"extra_info.pipelines_images_per_s[{name!r}]")
+            rows.append(Row(engine=_text(name, "a pipeline name"), median_s=images / rate, images_per_s=rate,
                             **common))
         return rows
     stats = bench.get("stats")
@@ -123,7 +128,6 @@ def _rows_of(bench: Any, machine: str) -> list[Row]:
         shown = "missing or null" if stats is None else _kind_of(stats)
         raise _Problem(f"stats is {shown}, not an object (was it run with --benchmark-only?)")
     median = _positive(stats.get("median"), "stats.median (seconds)")
-    ips = _positive(info["images_per_s"], "extra_info.images_per_s")
     return [Row(engine=_text(info.get("engine"), "extra_info.engine"), median_s=median, images_per_s=ips,
                 **common)]
 

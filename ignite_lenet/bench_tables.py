@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-from .bench_results import Row, Source
+from .bench_results import Row, Source, is_gpu
 
 ENGINE_ORDER = ("eager", "torchscript", "torch-export", "torch-compile", "cuda-graph", "onnxruntime",
                 "onnxruntime-int8")
@@ -28,11 +28,6 @@ def _fmt_time(seconds: float) -> str:
 
 def _fmt_ratio(x: float) -> str:
     return f"{x:,.0f}x" if x >= 100 else f"{x:.1f}x" if x >= 10 else f"{x:.2f}x"
-
-
-def is_gpu(device: str) -> bool:
-    """Whether a row's ``device`` is a GPU (``cuda``, ``cuda:1``...)."""
-    return device.startswith("cuda")
 
 
 def inference_table(rows: list[Row]) -> list[str]:
@@ -89,14 +84,24 @@ def _pick(rows: list[Row], kind: str, machine: str, gpu: bool) -> dict[tuple[str
     return fastest_rows(r for r in rows if r.kind == kind and r.machine == machine and is_gpu(r.device) == gpu)
 
 
+def _rate_text(row: Row) -> str:
+    return _fmt_rate(row.images_per_s)
+
+
+def _time_text(row: Row) -> str:
+    return _fmt_time(row.median_s)
+
+
 def _rate_of(entry: tuple[Row, bool]) -> float:
     return entry[0].images_per_s
 
 
-def _cell(entry: tuple[Row, bool] | None, value: str, engine: bool = False) -> str:
+def _cell(entry: tuple[Row, bool] | None, show: Callable[[Row], str], engine: bool = False) -> str:
+    """``show(row)`` with the engine and thread count when they tell rows apart; "–" for no measurement."""
     if entry is None:
         return "–"
     row, several = entry
+    value = show(row)
     notes = ([row.engine] if engine else []) + ([f"{row.threads} thread{'s' * (row.threads != 1)}"] if several else [])
     return f"{value} ({', '.join(notes)})" if notes else value
 
@@ -112,12 +117,11 @@ def side_by_side_table(rows: list[Row], cpu: str, gpu: str, kind: str = "inferen
         for engine in engines:
             c, g = on_cpu.get((engine, batch)), on_gpu.get((engine, batch))
             ratio = _fmt_ratio(g[0].images_per_s / c[0].images_per_s) if c and g else "–"
-            lines.append(f"| {engine} | {batch} | {_cell(c, _fmt_rate(c[0].images_per_s)) if c else '–'} | "
-                         f"{_cell(g, _fmt_rate(g[0].images_per_s)) if g else '–'} | {ratio} |")
+            lines.append(f"| {engine} | {batch} | {_cell(c, _rate_text)} | {_cell(g, _rate_text)} | {ratio} |")
         best_c = max((v for (_, b), v in on_cpu.items() if b == batch), key=_rate_of, default=None)
         best_g = max((v for (_, b), v in on_gpu.items() if b == batch), key=_rate_of, default=None)
         if best_c and best_g and len(engines) > 1:
-            cells = (f"**{_cell(best, _fmt_rate(best[0].images_per_s), True)}**" for best in (best_c, best_g))
+            cells = (f"**{_cell(best, _rate_text, True)}**" for best in (best_c, best_g))
             ratio = _fmt_ratio(best_g[0].images_per_s / best_c[0].images_per_s)
             lines.append(f"| **best of each** | **{batch}** | {' | '.join(cells)} | **{ratio}** |")
     return lines
@@ -131,8 +135,7 @@ def latency_side_by_side_table(rows: list[Row], cpu: str, gpu: str) -> list[str]
     for engine in engines:
         c, g = on_cpu.get((engine, 1)), on_gpu.get((engine, 1))
         ratio = _fmt_ratio(c[0].median_s / g[0].median_s) if c and g else "–"
-        lines.append(f"| {engine} | {_cell(c, _fmt_time(c[0].median_s)) if c else '–'} | "
-                     f"{_cell(g, _fmt_time(g[0].median_s)) if g else '–'} | {ratio} |")
+        lines.append(f"| {engine} | {_cell(c, _time_text)} | {_cell(g, _time_text)} | {ratio} |")
     return lines
 
 

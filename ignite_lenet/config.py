@@ -337,8 +337,6 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     return values
 
 
-
-
 def _base_type(annotation: Any) -> type:
     """``int | None`` -> ``int``."""
     if get_origin(annotation) in (Union, types.UnionType):

@@ -115,20 +115,26 @@ def failure_line(text: str) -> str:
     last traceback, as ``type: message`` (the message alone for the package's own ``WorkerError``), never a
     trailing hint such as "For debugging consider passing CUDA_LAUNCH_BLOCKING=1".
     """
-    kind, message = _parse_failure(text)
-    if kind is None or kind.split(".")[-1] == WorkerError.__name__:
+    return _format_failure(*_parse_failure(text))
+
+
+def _is_user_error(kind: str | None) -> bool:
+    """No exception type found, or the package's own ``WorkerError``: the message alone says it."""
+    return kind is None or kind.split(".")[-1] == WorkerError.__name__
+
+
+def _format_failure(kind: str | None, message: str) -> str:
+    if _is_user_error(kind):
         return message or "a process failed"
     return f"{kind}: {message}" if message else kind
 
 
 def _rank_failure(exc: BaseException) -> str:
     """One line for a failed spawned process: which one and what happened (a user error: its message alone)."""
-    kind, _ = _parse_failure(str(exc))
+    kind, message = _parse_failure(str(exc))
+    line = _format_failure(kind, message)
     index = getattr(exc, "error_index", None)
-    line = failure_line(str(exc))
-    if kind is None or index is None or kind.split(".")[-1] == WorkerError.__name__:
-        return line
-    return f"process {index} failed: {line}"
+    return line if _is_user_error(kind) or index is None else f"process {index} failed: {line}"
 
 
 def _worker(local_rank: int, train: Callable[[TrainConfig], dict[str, Any]], cfg: TrainConfig) -> dict[str, Any]:

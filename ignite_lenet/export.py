@@ -172,13 +172,15 @@ def export(
     if raw_input:
         _export_raw(report, output_dir, model, check, eager_predictions, log)
     if quantize:
-        report.notes.extend(_export_int8(report, output_dir, images, labels, calibration_dir, download, log))
+        report.notes.extend(_export_int8(report, output_dir, images, labels, eager_predictions, calibration_dir,
+                                         download, log))
     return report
 
 
 def _export_raw(report: ExportReport, output_dir: Path, model: nn.Module, check: VerificationSet,
                 eager_predictions: np.ndarray, log: Callable[[str], None]) -> None:
-    """``lenet5.raw.onnx``, verified like every format and against ``lenet5.onnx`` on every verification image."""
+    """``lenet5.raw.onnx``, verified like every format: the same class as the eager model (and so as
+    ``lenet5.onnx``, verified the same way) on every verification image."""
     import onnx
 
     final = output_dir / RAW_FILE_NAME
@@ -187,11 +189,6 @@ def _export_raw(report: ExportReport, output_dir: Path, model: nn.Module, check:
         onnx.save_model(raw_input_model(onnx.load(str(report.files["onnx"]))), str(tmp), save_as_external_data=False)
         run = load_runner("raw", tmp)
         diff, accuracy = verify("raw", run, model, check.images, check.labels, eager_predictions, inputs=check.raw)
-        onnx_predictions = predict_all(load_runner("onnx", report.files["onnx"]), check.images)
-        differ = int((predict_all(run, check.raw) != onnx_predictions).sum())
-        if differ:
-            raise ExportMismatch(f"raw: {differ} of {len(check.raw)} verification images get another class than "
-                                 f"{FILE_NAMES['onnx']}")
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
@@ -203,20 +200,21 @@ def _export_raw(report: ExportReport, output_dir: Path, model: nn.Module, check:
 
 
 def _export_int8(
-    report: ExportReport, output_dir: Path, images: np.ndarray, labels: np.ndarray | None, data_dir: Path,
-    download: bool, log: Callable[[str], None],
+    report: ExportReport, output_dir: Path, images: np.ndarray, labels: np.ndarray | None,
+    fp32_predictions: np.ndarray, data_dir: Path, download: bool, log: Callable[[str], None],
 ) -> list[str]:
+    """``lenet5.int8.onnx`` calibrated on 1,000 training images; refused when its accuracy drops too far below
+    fp32 (``fp32_predictions``: the eager model's classes, which ``lenet5.onnx`` was verified to match)."""
     final = output_dir / INT8_FILE_NAME
     tmp = _tmp_path(final)
     train_images, _ = read_mnist(data_dir, "train", download)
     order = np.random.default_rng(0).permutation(len(train_images))[:1000]
     calibration = to_model_input(train_images[np.sort(order)])
-    reference = predict_all(load_runner("onnx", report.files["onnx"]), images)
     try:
         quantize_int8(report.files["onnx"], tmp, calibration)
         run = load_runner("int8", tmp)
         predictions = predict_all(run, images)
-        truth = reference if labels is None else labels  # without MNIST's labels: agreement with fp32
+        truth = fp32_predictions if labels is None else labels  # without MNIST's labels: agreement with fp32
         accuracy = float((predictions == truth).mean())
         baseline = 1.0 if labels is None else report.test_accuracy["onnx"]
         drop = baseline - accuracy

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checkpoints import load_exported_program, load_torchscript
 from .model import INPUT_SHAPE, probabilities
 from .preprocessing import PREPROCESSING, SOURCE_SIZE, fixed_point_weights
 
@@ -222,11 +223,9 @@ def load_runner(fmt: str, path: Path) -> Callable[[np.ndarray], np.ndarray]:
         name = RAW_INPUT_NAME if fmt == "raw" else INPUT_NAME
         return lambda x: session.run(None, {name: x})[0]
     if fmt == "torchscript":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=FutureWarning)
-            module = torch.jit.load(str(path), map_location="cpu")
+        module = load_torchscript(path)
     elif fmt == "torch-export":
-        module = torch.export.load(str(path)).module()
+        module = load_exported_program(path)
     else:
         raise ValueError(f"unknown format {fmt!r}")
 

@@ -125,15 +125,14 @@ def predict_all(run: Callable[[np.ndarray], np.ndarray], images: np.ndarray, bat
 
 def verify(
     name: str, run: Callable[[np.ndarray], np.ndarray], eager: nn.Module, images: np.ndarray, labels: np.ndarray | None,
-    eager_predictions: np.ndarray, atol: float | None = None, inputs: np.ndarray | None = None,
+    eager_predictions: np.ndarray, inputs: np.ndarray | None = None,
 ) -> tuple[float, float | None]:
     """Compare an export with the eager model: outputs at batch 1 and 7, classes on the whole set.
 
     ``inputs`` are what the export takes when it is not ``images`` (the raw-input model's uint8 images).
     Returns ``(max |difference|, accuracy or None without labels)``; raises ``ExportMismatch`` when they
-    disagree by more than ``atol`` (default ``PARITY_ATOL``), on any predicted class, or on any non-finite output.
+    disagree by more than ``PARITY_ATOL``, on any predicted class, or on any non-finite output.
     """
-    atol = PARITY_ATOL if atol is None else atol
     inputs = images if inputs is None else inputs
     worst = 0.0
     for batch in (slice(0, 1), slice(1, 8)):  # batch 1 and an odd batch
@@ -146,8 +145,8 @@ def verify(
         if not np.isfinite(got).all() or not np.isfinite(expected).all():
             raise ExportMismatch(f"{name}: non-finite outputs (NaN or infinity) at batch {len(expected)}")
         worst = max(worst, float(np.abs(got - expected).max()))
-    if not worst <= atol:  # written so that a NaN fails too
-        raise ExportMismatch(f"{name}: max |output - eager| = {worst:.2e} > {atol:.0e}")
+    if not worst <= PARITY_ATOL:  # written so that a NaN fails too
+        raise ExportMismatch(f"{name}: max |output - eager| = {worst:.2e} > {PARITY_ATOL:.0e}")
     predictions = predict_all(run, inputs)
     differ = int((predictions != eager_predictions).sum())
     if differ:

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from ignite.engine import Engine, Events
 from torch import nn
 
-OPTIMIZERS = ("adam", "adamw")
+from .config import OPTIMIZERS
+
 # optimizer settings a captured step holds as constants (the learning rate is read from a tensor instead)
 _BAKED = ("betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach", "fused", "differentiable",
           "decoupled_weight_decay")
@@ -268,10 +269,8 @@ class GraphedTrainStep:
         for group in groups:
             if any(isinstance(b, torch.Tensor) for b in group["betas"]):
                 raise ValueError("GraphedTrainStep: tensor betas are not supported; use floats")
-            if group.get("fused"):
+            if group.get("fused"):  # (__init__ refused an optimizer neither fused nor capturable)
                 group["capturable"] = True  # the fused kernel is graph-safe either way; step() checks the flag
-            elif not group.get("capturable"):
-                raise ValueError("GraphedTrainStep: the optimizer must be fused or capturable to capture its step")
         self._lrs = [torch.tensor(float(g["lr"]), dtype=torch.float32, device=self.device) for g in groups]
         self._lrs_seen = [float(g["lr"]) for g in groups]
         lrs = [g["lr"] for g in groups]

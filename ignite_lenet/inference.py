@@ -21,7 +21,6 @@ import numpy as np
 from .artifacts import zip_has_folder
 from .preprocessing import IMAGE_SUFFIXES, SOURCE_SIZE, load_digit, load_image, to_model_input  # noqa: F401
 
-ACCEPTED_SHAPES = "(N, 1, 32, 32), (N, 32, 32), (N, 28, 28) or (N, 1, 28, 28)"
 DEFAULT_CLASS_NAMES = tuple(str(digit) for digit in range(10))
 ONNX_FILE_NAMES = ("lenet5.onnx", "lenet5.raw.onnx")  # what a directory given as --model is searched for
 _TORCH_CLASSIFIERS = ("TorchScriptClassifier", "ExportedProgramClassifier")
@@ -85,8 +84,6 @@ class _Classifier:
         """The image batch shapes ``predict`` takes, in words."""
         if self.raw_input:
             return "(N, 28, 28) or (N, 1, 28, 28) (a raw-input model: MNIST's 28x28 images)"
-        if self.input_size == (32, 32):
-            return ACCEPTED_SHAPES
         h, w = self.input_size
         return f"(N, 1, {h}, {w}), (N, {h}, {w}), (N, 28, 28) or (N, 1, 28, 28)"
 

@@ -42,8 +42,6 @@ def get_args_parser() -> ArgumentParser:
     return parser
 
 
-
-
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Mean and (sample) standard deviation of the runs' test accuracy."""
     accuracies = [r["test_accuracy"] for r in runs]

@@ -11,9 +11,8 @@ import numpy as np
 import torch
 
 from .checkpoints import load_exported_program, load_torchscript
+from .export_formats import METADATA_FILE  # the extra file the exports write into TorchScript and .pt2 archives
 from .inference import _Classifier
-
-METADATA_FILE = "metadata.json"  # the extra file export.py writes into TorchScript and .pt2 archives
 
 
 def _metadata(path: Path, text: str) -> dict[str, str]:
