@@ -291,7 +291,7 @@ def _build(cfg: TrainConfig, rank: int, world_size: int, logger: logging.Logger,
     every = 1 if device.type == "cpu" else GPU_READOUT_EVERY  # reading a GPU loss waits for the GPU
     readout = graphed.attach_loss_readout(trainer, step, every)  # the mean loss, for the next three handlers
     attached["loss_readout"] = readout
-    attached["terminate_on_nan"] = handlers.attach_terminate_on_nan(trainer, readout, every)
+    attached["terminate_on_nan"] = handlers.attach_terminate_on_nan(trainer, readout)
     ema = ema_evaluator = None
     if cfg.ema_decay > 0:  # before the evaluations, so each epoch's EMA includes its last step
         ema = handlers.attach_ema(trainer, model, cfg.ema_decay, EMA_WARMUP_EPOCHS * len(loaders["train"]))
@@ -326,13 +326,13 @@ def _build(cfg: TrainConfig, rank: int, world_size: int, logger: logging.Logger,
         attached["epoch_log"] = handlers.attach_epoch_log(trainer, history, logger)
         attached["curves"] = handlers.attach_curves(trainer, history, output_dir / artifacts.CURVES)
         if cfg.progress:
-            attached["progress_bar"] = handlers.attach_progress_bar(trainer, readout, every)
+            attached["progress_bar"] = handlers.attach_progress_bar(trainer, readout)
         if cfg.tensorboard:
             evaluators = {"train": train_evaluator, "val": val_evaluator}
             if ema_evaluator is not None:
                 evaluators["val_ema"] = ema_evaluator
             attached["tensorboard"] = handlers.attach_tensorboard(trainer, optimizer, evaluators,
-                                                                  output_dir / "tensorboard", readout, every)
+                                                                  output_dir / "tensorboard", readout)
     to_save_with_config = {**to_save, "config": handlers.Value(cfg.to_dict)}
     attached["training_checkpoint"] = handlers.attach_training_checkpoint(trainer, to_save_with_config, output_dir)
     if resume_from is not None:  # before anything is written, so a checkpoint that does not fit changes nothing

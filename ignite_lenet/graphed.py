@@ -316,8 +316,9 @@ class LossReadout:
     makes ``value`` NaN or infinite.
     """
 
-    def __init__(self, step: GraphedTrainStep) -> None:
+    def __init__(self, step: GraphedTrainStep, every: int = 1) -> None:
         self.step = step
+        self.event = readout_event(every)  # when it is read: handlers showing ``value`` attach to the same event
         self.value: float | None = None
 
     def __call__(self, engine: Engine | None = None) -> None:
@@ -334,11 +335,11 @@ def attach_loss_readout(trainer: Engine, step: GraphedTrainStep, every: int = 10
     """Read the running training loss every ``every`` iterations and at each epoch's last one (one sync each).
 
     Attach ``TerminateOnNan(output_transform=lambda _: readout.value)`` and the progress bar after it, on the
-    same event (``readout_event(every)``): a NaN found at an epoch's last iteration then stops the run before
+    same event (``readout.event``): a NaN found at an epoch's last iteration then stops the run before
     ``EPOCH_COMPLETED`` (no evaluation or checkpoint of the diverged weights), as a per-iteration check did.
     """
-    readout = LossReadout(step)
-    trainer.add_event_handler(readout_event(every), readout)
+    readout = LossReadout(step, every)
+    trainer.add_event_handler(readout.event, readout)
     return readout
 
 

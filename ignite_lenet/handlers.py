@@ -27,7 +27,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR
 
 from . import artifacts, plots
 from .data import InMemoryLoader
-from .graphed import LossReadout, readout_event
+from .graphed import LossReadout
 from .model import plain_state_dict
 
 
@@ -174,17 +174,17 @@ def _stepper(scheduler: torch.optim.lr_scheduler.LRScheduler) -> Callable[[], No
     return step_lr_scheduler
 
 
-def attach_terminate_on_nan(trainer: Engine, readout: LossReadout | None = None, every: int = 1) -> TerminateOnNan:
+def attach_terminate_on_nan(trainer: Engine, readout: LossReadout | None = None) -> TerminateOnNan:
     """Stop training when the loss becomes NaN or infinite (``train`` then raises ``TrainingDiverged``).
 
-    With a ``readout`` (``graphed.attach_loss_readout``, attached before on the same ``every``) it checks the
-    mean loss of the last ``every`` steps and of each epoch's last step, without waiting for a GPU in between;
-    without one, the trainer's output after every iteration.
+    With a ``readout`` (``graphed.attach_loss_readout``, attached before) it checks the mean loss of the steps
+    since each reading, when the readout reads it, without waiting for a GPU in between; without one, the
+    trainer's output after every iteration.
     """
     if readout is None:
         handler, event = TerminateOnNan(), Events.ITERATION_COMPLETED
     else:
-        handler, event = TerminateOnNan(output_transform=lambda _: readout.value), readout_event(every)
+        handler, event = TerminateOnNan(output_transform=lambda _: readout.value), readout.event
     handler.logger.setLevel(logging.ERROR)  # Ignite logs it twice; the run reports it once, as an error
     trainer.add_event_handler(event, handler)
     return handler
@@ -378,15 +378,14 @@ def in_notebook() -> bool:
     return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
-def attach_progress_bar(trainer: Engine, readout: LossReadout, every: int = 1) -> ProgressBar | None:
+def attach_progress_bar(trainer: Engine, readout: LossReadout) -> ProgressBar | None:
     """Ignite's ``ProgressBar`` (tqdm's notebook widget in Jupyter, the text bar on a terminal) with the
-    running per-sample loss of ``readout``, updated when it is read (every ``every`` steps); nothing when
-    output goes to a file or pipe."""
+    running per-sample loss of ``readout``, updated when it is read; nothing when output goes to a file or pipe."""
     if not (sys.stderr.isatty() or in_notebook()):
         return None
     bar = ProgressBar(persist=False)
     bar.attach(trainer, output_transform=lambda _: {"loss": _finite_or_nan(readout.value)},
-               event_name=readout_event(every))
+               event_name=readout.event)
     return bar
 
 
@@ -396,9 +395,9 @@ def _finite_or_nan(value: float | None) -> float:
 
 def attach_tensorboard(
     trainer: Engine, optimizer: torch.optim.Optimizer, evaluators: Mapping[str, Engine], log_dir: str | Path,
-    readout: LossReadout, every: int = 1,
+    readout: LossReadout,
 ) -> Any:
-    """Ignite's ``TensorboardLogger`` in ``log_dir``: ``training/loss`` (the ``readout``'s, every ``every``),
+    """Ignite's ``TensorboardLogger`` in ``log_dir``: ``training/loss`` (the ``readout``'s, when it is read),
     ``lr/group_0`` and, per epoch, ``<name>/loss`` and ``<name>/accuracy`` of each evaluator (``train``,
     ``val``, ``val_ema``), with the trainer's epoch as step. Closed when training completes."""
     try:
@@ -407,7 +406,7 @@ def attach_tensorboard(
     except ImportError:
         raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
     logger = TensorboardLogger(log_dir=str(log_dir))
-    event = readout_event(every)
+    event = readout.event
     logger.attach_output_handler(trainer, event_name=event, tag="training",
                                  output_transform=lambda _: {"loss": _finite_or_nan(readout.value)})
     logger.attach_opt_params_handler(trainer, event_name=event, optimizer=optimizer, param_name="lr")

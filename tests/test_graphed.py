@@ -19,7 +19,6 @@ from ignite_lenet.graphed import (
     GraphedTrainStep,
     attach_loss_readout,
     create_optimizer,
-    readout_event,
     use_cuda_graphs,
 )
 from ignite_lenet.model import LeNet5, optimize_layout
@@ -136,7 +135,7 @@ def test_engine_with_schedulers_and_the_loss_readout(mnist_data):
     losses = []
     trainers[1].add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output.item()))
     window = []
-    trainers[1].add_event_handler(readout_event(10), lambda: window.append(readout.value))
+    trainers[1].add_event_handler(readout.event, lambda: window.append(readout.value))
     for trainer in trainers:
         trainer.run(loader, max_epochs=3)
     assert lrs[0] == lrs[1] and len(set(lrs[1])) > 50
@@ -352,7 +351,7 @@ def test_a_nan_loss_stops_training_at_the_next_readout(mnist_data):
     step = GraphedTrainStep(model, opt, batch_size=32)
     trainer = Engine(step)
     readout = attach_loss_readout(trainer, step, every=5)
-    trainer.add_event_handler(readout_event(5), TerminateOnNan(output_transform=lambda _: readout.value))
+    trainer.add_event_handler(readout.event, TerminateOnNan(output_transform=lambda _: readout.value))
     epochs_completed = []
     trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: epochs_completed.append(True))
     trainer.run(batches, max_epochs=2)
