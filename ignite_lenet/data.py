@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import prefetch
 from .mnist_files import (  # noqa: F401 - re-exported: the torch-free file handling lives in mnist_files
     DOWNLOAD_TIMEOUT_S,
     MNIST_COUNTS,
@@ -95,11 +96,12 @@ def load_data(
     val_size: int = 5000,
     train_eval_size: int = 5000,
 ) -> MNISTData:
-    """Load, validate and preprocess MNIST into the run's splits (see ``TrainConfig`` for the arguments)."""
-    train_images, train_labels = load_mnist(data_dir, "train", download)
-    test_images, test_labels = load_mnist(data_dir, "test", download)
-    full = Split(preprocess(train_images), train_labels)
-    test = Split(preprocess(test_images), test_labels)
+    """Load, validate and preprocess MNIST into the run's splits (see ``TrainConfig`` for the arguments).
+
+    Takes the arrays a ``prefetch.start(data_dir)`` prepared while torch was imported, else reads them here.
+    """
+    arrays = prefetch.take(data_dir) or prefetch.model_inputs(data_dir, download)
+    full, test = (Split(torch.from_numpy(arrays[s][0]), torch.from_numpy(arrays[s][1])) for s in ("train", "test"))
     if val_source == "holdout":
         order = torch.randperm(len(full), generator=torch.Generator().manual_seed(HOLDOUT_SEED))
         train, val = full.subset(order[val_size:].sort().values), full.subset(order[:val_size].sort().values)

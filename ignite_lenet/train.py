@@ -16,6 +16,7 @@ import sys
 import types
 from typing import Any
 
+from . import prefetch
 from .cli import ArgumentParser, run_cli
 from .config import TrainConfig, add_config_arguments, config_from_args, explicit_options
 
@@ -51,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def work() -> None:
         explicit = explicit_options(parser, sys.argv[1:] if argv is None else argv)
-        run(config_from_args(args, explicit=explicit))
+        cfg = config_from_args(args, explicit=explicit)
+        if cfg.nproc_per_node is None:  # (spawned processes load their own)
+            prefetch.start(cfg.data_dir)  # MNIST is read on another core while torch is imported
+        run(cfg)
 
     return run_cli(parser.prog, work, interrupted_hint="continue with --resume")
 

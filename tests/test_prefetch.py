@@ -1,0 +1,59 @@
+"""MNIST read on a background thread while torch imports: the same arrays, once, and no change to errors."""
+
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from helpers import PYTHON, python_env, truncated_mnist_copy
+
+from ignite_lenet import data as D
+from ignite_lenet import prefetch
+
+
+def test_prefetched_arrays_are_what_load_data_reads(mnist_dir, mnist_data):
+    assert prefetch.start(mnist_dir)
+    assert not prefetch.start(mnist_dir)  # one per directory at a time
+    data = D.load_data(mnist_dir, download=False)  # takes the prefetched arrays
+    assert prefetch.take(mnist_dir) is None  # taken once
+    for split in ("train", "val", "test", "train_eval"):
+        ours, theirs = getattr(data, split), getattr(mnist_data, split)  # mnist_data: read without a prefetch
+        assert ours.images.shape == theirs.images.shape and ours.images.dtype == torch.float32
+        assert torch.equal(ours.images, theirs.images) and torch.equal(ours.labels, theirs.labels)
+
+
+def test_model_inputs_are_the_preprocessed_splits(mnist_dir):
+    arrays = prefetch.model_inputs(mnist_dir, download=False)
+    assert sorted(arrays) == ["test", "train"]
+    images, labels = arrays["test"]
+    assert images.shape == (10000, 1, 32, 32) and images.dtype == np.float32 and labels.dtype == np.int64
+    raw, raw_labels = D.load_mnist(mnist_dir, "test", download=False)
+    np.testing.assert_array_equal(images[:100], D.preprocess(raw[:100]).numpy())
+    np.testing.assert_array_equal(labels, raw_labels.numpy())
+    assert arrays["train"][0].shape == (60000, 1, 32, 32)
+
+
+def test_nothing_starts_without_the_files(tmp_path):
+    assert not prefetch.start(tmp_path)  # a download, if any, stays with load_data on the main thread
+    assert prefetch.take(tmp_path) is None
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_failed_prefetch_leaves_the_error_to_load_data(mnist_dir, tmp_path):
+    truncated_mnist_copy(mnist_dir, tmp_path)
+    assert prefetch.start(tmp_path)
+    with pytest.raises(D.DatasetError, match="t10k-labels-idx1-ubyte") as info:
+        D.load_data(tmp_path, download=False)
+    assert "\n" not in str(info.value)
+    assert prefetch.take(tmp_path) is None
+
+
+def test_prefetch_needs_no_torch(mnist_dir):
+    script = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
+              "from ignite_lenet import prefetch\n"
+              f"assert prefetch.start(r'{mnist_dir}')\n"
+              f"arrays = prefetch.take(r'{mnist_dir}')\n"
+              "print(arrays['train'][0].shape, arrays['test'][1][:5].tolist())")
+    done = subprocess.run([PYTHON, "-c", script], env=python_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(60000, 1, 32, 32) [7, 2, 1, 0, 4]"
