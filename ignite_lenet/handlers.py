@@ -327,11 +327,11 @@ def attach_training_checkpoint(trainer: Engine, to_save: Mapping[str, Any], outp
 
 
 def attach_curves(
-    trainer: Engine, history: History, path: str | Path, min_interval_s: float = 10.0
+    trainer: Engine, history: History, path: str | Path, min_interval_s: float = 30.0
 ) -> RemovableEventHandle:
     """Redraw ``curves.png`` after an epoch when ``min_interval_s`` seconds have passed since the last drawing or,
-    for the first one, since the run started (so a long run can be watched, while a 30-second run does not spend
-    a second on plots), and when training ends."""
+    for the first one, since the run started, and when training ends: a long run can be watched, and drawing
+    (~0.3 s a figure on 2 cores) costs at most about 1% of a run."""
     drawn = {"epoch": 0, "at": -math.inf}
 
     def start_clock(engine: Engine) -> None:
