@@ -16,7 +16,7 @@ import sys
 import types
 from typing import Any
 
-from . import prefetch
+from . import allocator, prefetch
 from .cli import ArgumentParser, run_cli
 from .config import TrainConfig, add_config_arguments, config_from_args, explicit_options
 
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> None:
         explicit = explicit_options(parser, sys.argv[1:] if argv is None else argv)
         cfg = config_from_args(args, explicit=explicit)
+        allocator.keep_freed_memory()  # a CPU training step ~25% faster: no fresh pages every step
         if cfg.nproc_per_node is None:  # (spawned processes load their own)
             prefetch.start(cfg.data_dir)  # MNIST is read on another core while torch is imported
         run(cfg)
