@@ -1,8 +1,8 @@
 """MNIST read and preprocessed on a background thread while torch and Ignite are imported (torch-free).
 
-    prefetch.start(cfg.data_dir)      # python -m ignite_lenet.train, before its first torch import
-    ...                               # import torch, ignite (~4 s on 2 cores, one core busy)
-    arrays = prefetch.take(data_dir)  # data.load_data: the arrays, or None (then it reads them itself)
+    with prefetch.prefetching(cfg.data_dir):   # python -m ignite_lenet.train, before its first torch import
+        ...                                    # import torch, ignite (~4 s on 2 cores, one core busy)
+        arrays = prefetch.take(data_dir)       # data.load_data: the arrays, or None (then it reads them itself)
 
 Importing torch and Ignite keeps one core busy for seconds; reading, checking and resizing MNIST (~1.5 s on the
 2-core machine) is numpy, which releases the GIL in its large operations, so it runs on the other core meanwhile.
@@ -14,7 +14,9 @@ raises there, with its usual one-line message.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +79,21 @@ def take(data_dir: str | Path) -> Arrays | None:
         return future.result()
     except Exception:  # the caller reads the files itself and raises the real error there
         return None
+
+
+def discard(data_dir: str | Path) -> None:
+    """Forget a prefetch nobody took (its thread finishes and the arrays are freed), so a later start can run."""
+    with _lock:
+        _pending.pop(_key(data_dir), None)
+
+
+@contextmanager
+def prefetching(data_dir: str | Path) -> Iterator[bool]:
+    """``start(data_dir)`` for the duration of the block, and ``discard`` it at the end if nothing took it (a run
+    that failed before loading its data); yields whether a prefetch started."""
+    started = start(data_dir)
+    try:
+        yield started
+    finally:
+        if started:
+            discard(data_dir)

@@ -12,10 +12,10 @@ from ignite_lenet import prefetch
 
 
 def test_prefetched_arrays_are_what_load_data_reads(mnist_dir, mnist_data):
-    assert prefetch.start(mnist_dir)
-    assert not prefetch.start(mnist_dir)  # one per directory at a time
-    data = D.load_data(mnist_dir, download=False)  # takes the prefetched arrays
-    assert prefetch.take(mnist_dir) is None  # taken once
+    with prefetch.prefetching(mnist_dir) as started:
+        assert started and not prefetch.start(mnist_dir)  # one per directory at a time
+        data = D.load_data(mnist_dir, download=False)  # takes the prefetched arrays
+        assert prefetch.take(mnist_dir) is None  # taken once
     for split in ("train", "val", "test", "train_eval"):
         ours, theirs = getattr(data, split), getattr(mnist_data, split)  # mnist_data: read without a prefetch
         assert ours.images.shape == theirs.images.shape and ours.images.dtype == torch.float32
@@ -41,11 +41,22 @@ def test_nothing_starts_without_the_files(tmp_path):
 
 def test_a_failed_prefetch_leaves_the_error_to_load_data(mnist_dir, tmp_path):
     truncated_mnist_copy(mnist_dir, tmp_path)
-    assert prefetch.start(tmp_path)
-    with pytest.raises(D.DatasetError, match="t10k-labels-idx1-ubyte") as info:
-        D.load_data(tmp_path, download=False)
+    with prefetch.prefetching(tmp_path) as started:
+        assert started
+        with pytest.raises(D.DatasetError, match="t10k-labels-idx1-ubyte") as info:
+            D.load_data(tmp_path, download=False)
     assert "\n" not in str(info.value)
     assert prefetch.take(tmp_path) is None
+
+
+def test_a_run_that_fails_before_its_data_leaves_no_prefetch_behind(mnist_dir, tmp_path, capsys):
+    from ignite_lenet.train import main
+
+    args = ["--data-dir", str(mnist_dir), "--output-dir", str(tmp_path), "--resume", "--no-progress"]
+    assert main(args) == 2  # nothing to resume: fails before loading MNIST
+    assert "--resume" in capsys.readouterr().err
+    with prefetch.prefetching(mnist_dir) as started:  # the failed run's prefetch was discarded
+        assert started
 
 
 def test_prefetch_needs_no_torch(mnist_dir):
