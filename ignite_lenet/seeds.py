@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from . import allocator, artifacts
+from . import artifacts
 from .cli import ArgumentParser, run_cli
 from .config import MAX_SEED, add_config_arguments, config_from_args, explicit_options
 
@@ -91,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         explicit = explicit_options(parser, sys.argv[1:] if argv is None else argv)
         if "seed" in explicit:  # each run's seed comes from --seeds; a lone --seed would be silently ignored
             raise ValueError("--seed: give the seeds to train with --seeds N [N ...]")
-        allocator.keep_freed_memory()  # as python -m ignite_lenet.train does
         run_seeds(config_from_args(args, explicit=explicit), args.seeds)
 
     return run_cli(parser.prog, work, interrupted_hint="finished seeds are kept in seeds.json")

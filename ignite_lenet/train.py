@@ -17,7 +17,7 @@ import sys
 import types
 from typing import Any
 
-from . import allocator, prefetch
+from . import prefetch
 from .cli import ArgumentParser, run_cli
 from .config import TrainConfig, add_config_arguments, config_from_args, explicit_options
 
@@ -54,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> None:
         explicit = explicit_options(parser, sys.argv[1:] if argv is None else argv)
         cfg = config_from_args(args, explicit=explicit)
-        allocator.keep_freed_memory()  # no fresh pages for every CPU training step's tensors
         # MNIST is read on another core while torch is imported (spawned processes load their own)
         with prefetch.prefetching(cfg.data_dir) if cfg.nproc_per_node is None else contextlib.nullcontext():
             run(cfg)
