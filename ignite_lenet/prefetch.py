@@ -26,8 +26,7 @@ from .preprocessing import to_model_input
 
 Arrays = dict[str, tuple[np.ndarray, np.ndarray]]  # split -> (images (N, 1, 32, 32) float32, labels (N,) int64)
 
-_pending: dict[Path, Future[Arrays]] = {}
-_lock = threading.Lock()
+_pending: tuple[Path, Future[Arrays]] | None = None  # (resolved directory, its arrays); the main thread's alone
 
 
 def model_inputs(data_dir: str | Path, download: bool = True) -> Arrays:
@@ -40,60 +39,52 @@ def model_inputs(data_dir: str | Path, download: bool = True) -> Arrays:
     return arrays
 
 
-def _key(data_dir: str | Path) -> Path:
-    return Path(data_dir).resolve()
-
-
 def start(data_dir: str | Path) -> bool:
-    """Begin ``model_inputs(data_dir)`` on a daemon thread; False (nothing started) unless every MNIST file is
-    already in ``data_dir`` (a download stays on the main thread, with its progress and errors) or one is
-    already under way."""
+    """Begin ``model_inputs(data_dir)`` on a daemon thread, replacing any prefetch not taken yet; False (nothing
+    started) unless every MNIST file is already there: a download stays on the main thread, with its errors."""
+    global _pending
     raw = raw_dir(data_dir)
     if any(find_file(raw, name) is None for names in MNIST_FILES.values() for name in names):
         return False
-    key = _key(data_dir)
+    key = Path(data_dir).resolve()  # read from here on, whatever the working directory becomes
     future: Future[Arrays] = Future()
-    with _lock:
-        if key in _pending:
-            return False
-        _pending[key] = future
 
     def work() -> None:
         try:
-            future.set_result(model_inputs(data_dir, download=False))
+            future.set_result(model_inputs(key, download=False))
         except BaseException as e:  # kept for take(): the main thread decides what happens
             future.set_exception(e)
 
+    _pending = (key, future)
     threading.Thread(target=work, name="ignite_lenet-prefetch", daemon=True).start()
     return True
 
 
 def take(data_dir: str | Path) -> Arrays | None:
-    """The arrays a ``start(data_dir)`` prepared (waiting for them if needed), once; None when none was started
-    for that directory or it failed."""
-    with _lock:
-        future = _pending.pop(_key(data_dir), None)
-    if future is None:
+    """The arrays ``start(data_dir)`` prepared (waiting for them if needed), once; None when no prefetch of that
+    directory is pending or it failed."""
+    global _pending
+    if _pending is None or _pending[0] != Path(data_dir).resolve():
         return None
+    future, _pending = _pending[1], None
     try:
         return future.result()
     except Exception:  # the caller reads the files itself and raises the real error there
         return None
 
 
-def discard(data_dir: str | Path) -> None:
-    """Forget a prefetch nobody took (its thread finishes and the arrays are freed), so a later start can run."""
-    with _lock:
-        _pending.pop(_key(data_dir), None)
+def discard() -> None:
+    """Forget a prefetch nobody took: its thread finishes and the arrays are freed."""
+    global _pending
+    _pending = None
 
 
 @contextmanager
 def prefetching(data_dir: str | Path) -> Iterator[bool]:
-    """``start(data_dir)`` for the duration of the block, and ``discard`` it at the end if nothing took it (a run
-    that failed before loading its data); yields whether a prefetch started."""
+    """``start(data_dir)`` for the duration of the block, then ``discard`` what nothing took (a run that failed
+    before loading its data); yields whether a prefetch started."""
     started = start(data_dir)
     try:
         yield started
     finally:
-        if started:
-            discard(data_dir)
+        discard()

@@ -54,8 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> None:
         explicit = explicit_options(parser, sys.argv[1:] if argv is None else argv)
         cfg = config_from_args(args, explicit=explicit)
-        # MNIST is read on another core while torch is imported (spawned processes load their own)
-        with prefetch.prefetching(cfg.data_dir) if cfg.nproc_per_node is None else contextlib.nullcontext():
+        # MNIST is read on another core while torch is imported (spawned processes load their own; with torch
+        # imported already, as in a notebook or a test calling main(), there is nothing to overlap with)
+        overlap = cfg.nproc_per_node is None and "torch" not in sys.modules
+        with prefetch.prefetching(cfg.data_dir) if overlap else contextlib.nullcontext():
             run(cfg)
 
     return run_cli(parser.prog, work, interrupted_hint="continue with --resume")

@@ -1,6 +1,7 @@
 """MNIST read on a background thread while torch imports: the same arrays, once, and no change to errors."""
 
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,13 +14,23 @@ from ignite_lenet import prefetch
 
 def test_prefetched_arrays_are_what_load_data_reads(mnist_dir, mnist_data):
     with prefetch.prefetching(mnist_dir) as started:
-        assert started and not prefetch.start(mnist_dir)  # one per directory at a time
+        assert started
         data = D.load_data(mnist_dir, download=False)  # takes the prefetched arrays
         assert prefetch.take(mnist_dir) is None  # taken once
     for split in ("train", "val", "test", "train_eval"):
         ours, theirs = getattr(data, split), getattr(mnist_data, split)  # mnist_data: read without a prefetch
         assert ours.images.shape == theirs.images.shape and ours.images.dtype == torch.float32
         assert torch.equal(ours.images, theirs.images) and torch.equal(ours.labels, theirs.labels)
+
+
+def test_only_the_directory_asked_for_is_taken(mnist_dir, tmp_path, monkeypatch):
+    root = Path(mnist_dir).resolve()
+    monkeypatch.chdir(root.parent)
+    with prefetch.prefetching(root.name):  # a relative path...
+        monkeypatch.chdir(tmp_path)  # ...and the working directory changes while the thread reads
+        assert prefetch.take(tmp_path) is None  # another directory: the caller reads it itself
+        arrays = prefetch.take(root)
+    assert arrays is not None and arrays["test"][0].shape == (10000, 1, 32, 32)
 
 
 def test_model_inputs_are_the_preprocessed_splits(mnist_dir):
@@ -43,20 +54,18 @@ def test_a_failed_prefetch_leaves_the_error_to_load_data(mnist_dir, tmp_path):
     truncated_mnist_copy(mnist_dir, tmp_path)
     with prefetch.prefetching(tmp_path) as started:
         assert started
-        with pytest.raises(D.DatasetError, match="t10k-labels-idx1-ubyte") as info:
-            D.load_data(tmp_path, download=False)
+        assert prefetch.take(tmp_path) is None  # the thread's error is not raised here...
+    with pytest.raises(D.DatasetError, match="t10k-labels-idx1-ubyte") as info:
+        D.load_data(tmp_path, download=False)  # ...but by load_data's own read, as one line
     assert "\n" not in str(info.value)
-    assert prefetch.take(tmp_path) is None
 
 
-def test_a_run_that_fails_before_its_data_leaves_no_prefetch_behind(mnist_dir, tmp_path, capsys):
-    from ignite_lenet.train import main
-
-    args = ["--data-dir", str(mnist_dir), "--output-dir", str(tmp_path), "--resume", "--no-progress"]
-    assert main(args) == 2  # nothing to resume: fails before loading MNIST
-    assert "--resume" in capsys.readouterr().err
-    with prefetch.prefetching(mnist_dir) as started:  # the failed run's prefetch was discarded
-        assert started
+def test_what_nothing_took_is_discarded(mnist_dir):
+    with pytest.raises(RuntimeError, match="before loading"):
+        with prefetch.prefetching(mnist_dir) as started:
+            assert started
+            raise RuntimeError("a run that failed before loading its data")
+    assert prefetch.take(mnist_dir) is None
 
 
 def test_prefetch_needs_no_torch(mnist_dir):
