@@ -39,7 +39,7 @@ def mnist_dir() -> Path:
 @pytest.fixture(scope="session")
 def mnist_data(mnist_dir):
     """The default splits of real MNIST (holdout validation), preprocessed once for the whole session."""
-    from ignite_lenet.data import load_data
+    from ignite_lenet.training.data import load_data
 
     return load_data(mnist_dir, download=False)
 
@@ -61,7 +61,7 @@ def trained_checkpoint(mnist_dir, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def exported(trained_checkpoint, mnist_dir, tmp_path_factory):
     """Every export format of ``trained_checkpoint``, made and verified by the product's own export code."""
-    from ignite_lenet.export import FORMATS, export
+    from ignite_lenet.export.exporter import FORMATS, export
 
     out = tmp_path_factory.mktemp("exports")
     return export(trained_checkpoint, out, FORMATS, data_dir=mnist_dir, download=False, log=lambda line: None)

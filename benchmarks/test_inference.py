@@ -22,11 +22,13 @@ import contextlib
 import numpy as np
 import pytest
 import torch
-
 from bench_utils import DEVICES, cuda_graph_runner, cudnn_benchmark, record
+
 from ignite_lenet.checkpoints import load_best_model, load_exported_program, load_torchscript
-from ignite_lenet.data import load_mnist, preprocess
-from ignite_lenet.export import FILE_NAMES, export
+from ignite_lenet.export.exporter import export
+from ignite_lenet.export.formats import FORMATS
+from ignite_lenet.mnist.idx import read_mnist
+from ignite_lenet.mnist.resize import to_model_input
 from ignite_lenet.model import optimize_layout
 
 ALL_CORES = torch.get_num_threads()
@@ -52,15 +54,15 @@ def _cases():
 def bench_models(trained_checkpoint, mnist_dir, tmp_path_factory):
     """fp32 exports in every format plus the int8 ONNX model, from the product's export code."""
     out = tmp_path_factory.mktemp("bench_exports")
-    report = export(trained_checkpoint, out, tuple(FILE_NAMES), quantize="int8", data_dir=mnist_dir, download=False,
+    report = export(trained_checkpoint, out, tuple(FORMATS), quantize="int8", data_dir=mnist_dir, download=False,
                     log=lambda line: None)
     return report.files
 
 
 @pytest.fixture(scope="session")
 def bench_images(mnist_dir) -> np.ndarray:
-    images, _ = load_mnist(mnist_dir, "test", download=False)
-    return preprocess(images).numpy()  # 10,000 images: every batch size fits
+    images, _ = read_mnist(mnist_dir, "test", download=False)
+    return to_model_input(images)  # 10,000 images: every batch size fits
 
 
 def _torch_runner(engine: str, files, checkpoint, device: torch.device, benchmark, x: torch.Tensor):

@@ -24,13 +24,13 @@ import time
 
 import pytest
 import torch
-
-from ignite_lenet.data import InMemoryLoader
-from ignite_lenet.engines import create_loss, create_optimizer, create_trainer
-from ignite_lenet.model import LeNet5, optimize_layout
-from ignite_lenet.reference import NotebookLeNet5, notebook_loader
-
 from bench_utils import DEVICES, record
+
+from ignite_lenet.model import LeNet5, optimize_layout
+from ignite_lenet.training.data import InMemoryLoader
+from ignite_lenet.training.engines import create_trainer
+from ignite_lenet.training.notebook_baseline import NotebookLeNet5, notebook_loader, notebook_loss
+from ignite_lenet.training.optim import create_optimizer
 
 IMAGES_PER_ROUND = 6400  # per pipeline and timed round; 320 when benchmarks are disabled (CI correctness mode)
 ROUNDS = 7
@@ -48,7 +48,7 @@ def _steps(benchmark, batch_size: int) -> int:
 
 
 def _plain_loop(model, optimizer, batches, device):
-    criterion = create_loss()
+    criterion = notebook_loss()
 
     def train(steps: int) -> float:
         loss = torch.zeros(())
@@ -68,7 +68,7 @@ def _graph_loop(batch_size: int, device: torch.device, data):
     """The whole training step captured once in a CUDA graph, replayed with each batch copied into its inputs."""
     model = LeNet5().to(device)  # NCHW: channels_last measured slower on CUDA
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True, capturable=True)
-    criterion = create_loss()
+    criterion = notebook_loss()
     loader = InMemoryLoader(data.train.to(device), batch_size, shuffle=True)
     first_x, first_y = next(iter(loader))
     static_x, static_y = first_x.clone(), first_y.clone()  # real data: the warm-up steps really update the model
@@ -124,7 +124,7 @@ def _build(pipeline: str, batch_size: int, device: torch.device, data, mnist_dir
     loader = InMemoryLoader(split, batch_size, shuffle=True)
     if not pipeline.startswith("ignite"):
         return _plain_loop(model, optimizer, lambda: iter(loader), device)
-    trainer = create_trainer(model, optimizer, batch_size=batch_size, cuda_graphs=pipeline == "ignite-cuda-graph")
+    trainer, _ = create_trainer(model, optimizer, batch_size=batch_size, cuda_graphs=pipeline == "ignite-cuda-graph")
 
     def train(steps: int) -> float:
         loader.max_batches = steps

@@ -18,20 +18,20 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "TrainConfig": "config",
     "RECIPES": "config",
-    "train": "api",
-    "build_training": "api",
-    "Training": "api",
-    "TrainResult": "api",
+    "train": "training.run",
+    "build_training": "training.run",
+    "Training": "training.run",
+    "TrainResult": "training.run",
     "load_model": "checkpoints",
     "LeNet5": "model",
 }
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .api import Training, TrainResult, build_training, train
-    from .checkpoints import load_model
-    from .config import RECIPES, TrainConfig
-    from .model import LeNet5
+    from ignite_lenet.training.run import Training, TrainResult, build_training, train
+    from ignite_lenet.checkpoints import load_model
+    from ignite_lenet.config import RECIPES, TrainConfig
+    from ignite_lenet.model import LeNet5
 
 
 def __getattr__(name: str) -> Any:

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import artifacts
-from .model import LeNet5
+from ignite_lenet.files import model_file_kind
+from ignite_lenet.model import LeNet5
+from ignite_lenet.spec import BEST_MODEL, BEST_MODEL_KEYS
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -38,8 +39,13 @@ def load_best_model(path: str | Path, map_location: str | torch.device = "cpu") 
 
     Raises ``FileNotFoundError`` or ``ValueError`` (not a best-model checkpoint, or weights that do not fit).
     """
-    checkpoint = load_checkpoint(path, map_location)
-    missing = [k for k in artifacts.BEST_MODEL_KEYS if k not in checkpoint]
+    return best_model_from(load_checkpoint(path, map_location), path, map_location)
+
+
+def best_model_from(checkpoint: dict[str, Any], path: str | Path, map_location: str | torch.device = "cpu"
+                    ) -> tuple[LeNet5, dict[str, Any]]:
+    """``load_best_model`` of a checkpoint already read (``path`` names it in errors)."""
+    missing = [k for k in BEST_MODEL_KEYS if k not in checkpoint]
     if missing:
         raise ValueError(f"{path}: not a best-model checkpoint (missing {', '.join(missing)})")
     state = checkpoint["model"]
@@ -109,15 +115,16 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn
     """
     path = Path(path)
     if path.is_dir():
-        path = path / artifacts.BEST_MODEL
+        path = path / BEST_MODEL
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file or run directory")
-    if path.suffix == ".pt2":
+    kind = model_file_kind(path)
+    if kind == "torch-export":
         return load_exported_program(path, map_location)
-    if artifacts.zip_has_folder(path, "code"):
+    if kind == "torchscript":
         return load_torchscript(path, map_location).eval()
     checkpoint = load_checkpoint(path, map_location)
-    if "model" in checkpoint and set(artifacts.BEST_MODEL_KEYS) - set(checkpoint):  # training_checkpoint.pt
+    if "model" in checkpoint and set(BEST_MODEL_KEYS) - set(checkpoint):  # training_checkpoint.pt
         model = LeNet5()
         try:
             model.load_state_dict(checkpoint["model"])

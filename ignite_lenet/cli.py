@@ -1,17 +1,23 @@
-"""What every command line of the package shares: one-line errors and exit codes.
+"""What every command line of the package shares: one-line errors, exit codes, and the flags of ``TrainConfig``.
 
 User mistakes (bad flags, missing or corrupt files, impossible settings) end with one line on stderr and
-exit code 2, never a traceback; Ctrl-C ends with exit code 130.
+exit code 2, never a traceback; Ctrl-C ends with exit code 130. ``add_config_arguments`` generates a flag
+per ``TrainConfig`` field (help and default written once, in the schema); ``config_from_args`` applies the
+precedence flags given > ``--config FILE`` > the recipe's defaults.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
 import sys
+import types
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, NoReturn, Union, get_args, get_origin, get_type_hints
 
-from .artifacts import check_output_dir
+from ignite_lenet.config import RECIPES, TrainConfig, flag_name
+from ignite_lenet.files import check_output_dir
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -67,3 +73,75 @@ def output_dir(text: str) -> str:
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e).strip()) from None
     return text
+
+
+def _base_type(annotation: Any) -> type:
+    """``int | None`` -> ``int``."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return args[0]
+    return annotation
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfig,
+                         defaults: dict[str, tuple[Any, str]] | None = None, hidden: tuple[str, ...] = ()) -> None:
+    """Add one flag per dataclass field, with the field's help text and default.
+
+    ``defaults`` gives a command its own ``(default, help)`` for some fields (``seeds``' ``--output-dir``);
+    ``hidden`` fields keep their flag but leave ``--help`` (``seeds`` refuses ``--seed`` in favour of ``--seeds``).
+    """
+    hints = get_type_hints(cls)
+    defaults = defaults or {}
+    for f in dataclasses.fields(cls):
+        meta = dict(f.metadata)
+        help_text = meta.pop("help")
+        flag = meta.pop("flag", flag_name(f.name))
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if f.name in defaults:
+            default, help_text = defaults[f.name]
+        kind = _base_type(hints[f.name])
+        if f.name in hidden:
+            help_text = argparse.SUPPRESS
+        elif help_text.startswith("recipe: "):
+            notebook = RECIPES["notebook"][f.name]
+            help_text = help_text[len("recipe: "):] + f" (default: from --recipe; notebook: {notebook})"
+        elif default is not None and kind is not bool:
+            help_text += " (default: %(default)s)"
+        if kind is bool and "/" in flag:  # --augment/--no-augment: None means "the recipe's" or "auto"
+            parser.add_argument(flag.split("/")[0], dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=default, help=help_text)
+            continue
+        if kind is bool:
+            action = "store_false" if default else "store_true"
+            parser.add_argument(flag, dest=f.name, action=action, default=default, help=help_text)
+            continue
+        if "choices" not in meta:
+            meta.setdefault("metavar", {int: "N", float: "X"}.get(kind, "VALUE"))
+        parser.add_argument(flag, dest=f.name, type=kind, default=default, help=help_text, **meta)
+    parser.add_argument(
+        "--config", metavar="FILE", default=None,
+        help="read settings from a JSON file (e.g. an earlier run's config.json, which reproduces that run); "
+        "flags given on the command line override the file, the file overrides --recipe's defaults",
+    )
+
+
+def explicit_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> dict[str, Any]:
+    """The options the command line sets explicitly (``dest -> value``), defaults left out."""
+    quiet = copy.deepcopy(parser)
+    for action in quiet._actions:
+        action.default = argparse.SUPPRESS
+    return vars(quiet.parse_args(argv))
+
+
+def config_from_args(args: argparse.Namespace, cls: type = TrainConfig,
+                     explicit: dict[str, Any] | None = None) -> Any:
+    """Build the dataclass from parsed arguments (raises ``ValueError`` on invalid values).
+
+    With ``explicit`` (see ``explicit_options``) and ``--config FILE``, the precedence is: flags given on the
+    command line, then the file, then the recipe's defaults, then the dataclass defaults.
+    """
+    names = [f.name for f in dataclasses.fields(cls)]
+    if getattr(args, "config", None) is None or explicit is None:
+        return cls(**{name: getattr(args, name) for name in names})
+    overrides = {k: v for k, v in explicit.items() if k in names}
+    return cls.from_file(args.config, **overrides)

@@ -10,29 +10,45 @@ epochs=60)`` is the best recipe with 60 epochs. After construction every field h
 
 from __future__ import annotations
 
-import argparse
-import copy
 import dataclasses
 import difflib
 import json
 import math
 import os
-import types
 from dataclasses import dataclass, field
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
-DATA_DIR_ENV = "IGNITE_LENET_DATA_DIR"
-DEFAULT_DATA_DIR = "data"
+from ignite_lenet.spec import DATA_DIR_ENV, DEFAULT_RUN_DIR, default_data_dir
+
 DEVICES = ("auto", "cpu", "cuda")
+
+
 VAL_SOURCES = ("holdout", "test")
+
+
 BACKENDS = ("gloo", "nccl")
+
+
 SCHEDULES = ("cosine", "onecycle")
+
+
 OPTIMIZERS = ("adam", "adamw")
+
+
 MAX_SEED = 2**63 - 1  # torch.manual_seed's range
+
+
 MAX_BATCH = 60000  # MNIST's training split: a larger batch is only a memory hazard
+
+
 MAX_COUNT = 2**31 - 1  # bound for every count (epochs, batch sizes, threads, ...): beyond it torch overflows
+
+
 MAX_THREADS = 4096
+
+
 MAX_PROCESSES = 1024  # --nproc-per-node: a fuse against spawning millions of processes by a typo
+
 
 # Recipes: the values of the recipe-controlled fields. "notebook" is the original notebook's recipe.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -59,7 +75,8 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-def _flag(name: str) -> str:
+def flag_name(name: str) -> str:
+    """The command-line flag of a field: ``batch_size`` -> ``--batch-size``."""
     return "--" + name.replace("_", "-")
 
 
@@ -76,13 +93,8 @@ def describe_recipes() -> str:
     lines = []
     for name, values in RECIPES.items():
         changed = {k: v for k, v in values.items() if name == "notebook" or RECIPES["notebook"][k] != v}
-        lines.append(f"{name}: " + ", ".join(f"{_flag(k)} {v}" for k, v in changed.items()))
+        lines.append(f"{name}: " + ", ".join(f"{flag_name(k)} {v}" for k, v in changed.items()))
     return "; ".join(lines)
-
-
-def default_data_dir() -> str:
-    """``$IGNITE_LENET_DATA_DIR`` when set, else ``./data``."""
-    return os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
 
 
 def _opt(default: Any, help: str, **cli: Any) -> Any:
@@ -163,13 +175,13 @@ class TrainConfig:
     )
     fast_tanh: bool | None = _opt(
         None, "recipe: while training on CPU, compute tanh as 2*sigmoid(2x)-1 (within 2.4e-7 absolute of torch.tanh; torch's "
-        "CPU tanh is about 6x slower than its sigmoid); checkpoints, exports and CUDA use torch.tanh",
+        "CPU tanh is several times slower than its sigmoid); checkpoints, exports and CUDA use torch.tanh",
         flag="--fast-tanh/--no-fast-tanh",
     )
     seed: int = _opt(0, "random seed of the initial weights, the batch order and the augmentation")
     # run control
     output_dir: str = _opt(
-        "runs/lenet5", "run directory for checkpoints, history, plots and metrics", metavar="DIR"
+        DEFAULT_RUN_DIR, "run directory for checkpoints, history, plots and metrics", metavar="DIR"
     )
     device: str = _opt("auto", "where to train; 'auto' picks CUDA when available", choices=DEVICES)
     threads: int | None = _opt(None, "torch intra-op CPU threads (default: torch's choice, one per core)")
@@ -221,13 +233,13 @@ class TrainConfig:
                            ("eval_batch_size", int)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
-                raise ValueError(f"{_flag(name)} must be {'a number' if kind is float else 'an integer'}, "
+                raise ValueError(f"{flag_name(name)} must be {'a number' if kind is float else 'an integer'}, "
                                  f"got {value!r}")
         for name in ("augment", "elastic", "normalize", "fast_tanh", "download", "sanity_check", "resume",
                      "progress", "tensorboard", "deterministic"):
             if not isinstance(getattr(self, name), bool):
-                flag = self.__dataclass_fields__[name].metadata.get("flag", _flag(name))
-                shown = name if flag.startswith("--no-") else _flag(name)  # no --download flag: name the key
+                flag = self.__dataclass_fields__[name].metadata.get("flag", flag_name(name))
+                shown = name if flag.startswith("--no-") else flag_name(name)  # no --download flag: name the key
                 raise ValueError(f"{shown} must be true or false, got {getattr(self, name)!r}")
         if self.cuda_graphs is not None and not isinstance(self.cuda_graphs, bool):
             raise ValueError(f"--cuda-graphs must be true, false or null (auto), got {self.cuda_graphs!r}")
@@ -235,13 +247,13 @@ class TrainConfig:
                     "eval_batch_size": (self.eval_batch_size, MAX_BATCH), "t_max": (self.t_max, MAX_COUNT)}
         for name, (value, limit) in positive.items():
             if not 1 <= value <= limit:
-                raise ValueError(f"{_flag(name)} must be a positive integer (at most {limit}), got {value!r}")
+                raise ValueError(f"{flag_name(name)} must be a positive integer (at most {limit}), got {value!r}")
         optional_positive = {"epoch_length": (self.epoch_length, MAX_COUNT), "patience": (self.patience, MAX_COUNT),
                              "threads": (self.threads, MAX_THREADS),
                              "nproc_per_node": (self.nproc_per_node, MAX_PROCESSES)}
         for name, (value, most) in optional_positive.items():
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most):
-                raise ValueError(f"{_flag(name)} must be a positive integer (at most {most}), got {value!r}")
+                raise ValueError(f"{flag_name(name)} must be a positive integer (at most {most}), got {value!r}")
         if not 0 <= self.seed <= MAX_SEED:
             raise ValueError(f"--seed must be between 0 and {MAX_SEED}, got {self.seed!r}")
         if not (_finite(self.lr) and self.lr > 0):
@@ -270,7 +282,7 @@ class TrainConfig:
             raise ValueError(f"--init-from must be a path, got {self.init_from!r}")
         for name in ("data_dir", "output_dir"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"{_flag(name)} must be a non-empty path, got {getattr(self, name)!r}")
+                raise ValueError(f"{flag_name(name)} must be a non-empty path, got {getattr(self, name)!r}")
         if self.device not in DEVICES:
             raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.val_source not in VAL_SOURCES:
@@ -335,68 +347,6 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ValueError(f"--config {path}: expected a JSON object of settings, got {type(values).__name__}")
     return values
-
-
-def _base_type(annotation: Any) -> type:
-    """``int | None`` -> ``int``."""
-    if get_origin(annotation) in (Union, types.UnionType):
-        args = [a for a in get_args(annotation) if a is not type(None)]
-        return args[0]
-    return annotation
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfig) -> None:
-    """Add one flag per dataclass field, with the field's help text and default."""
-    hints = get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        meta = dict(f.metadata)
-        help_text = meta.pop("help")
-        flag = meta.pop("flag", _flag(f.name))
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        kind = _base_type(hints[f.name])
-        if help_text.startswith("recipe: "):
-            notebook = RECIPES["notebook"][f.name]
-            help_text = help_text[len("recipe: "):] + f" (default: from --recipe; notebook: {notebook})"
-        elif default is not None and kind is not bool:
-            help_text += " (default: %(default)s)"
-        if kind is bool and "/" in flag:  # --augment/--no-augment: None means "the recipe's" or "auto"
-            parser.add_argument(flag.split("/")[0], dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=default, help=help_text)
-            continue
-        if kind is bool:
-            action = "store_false" if default else "store_true"
-            parser.add_argument(flag, dest=f.name, action=action, default=default, help=help_text)
-            continue
-        if "choices" not in meta:
-            meta.setdefault("metavar", {int: "N", float: "X"}.get(kind, "VALUE"))
-        parser.add_argument(flag, dest=f.name, type=kind, default=default, help=help_text, **meta)
-    parser.add_argument(
-        "--config", metavar="FILE", default=None,
-        help="read settings from a JSON file (e.g. an earlier run's config.json, which reproduces that run); "
-        "flags given on the command line override the file, the file overrides --recipe's defaults",
-    )
-
-
-def explicit_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> dict[str, Any]:
-    """The options the command line sets explicitly (``dest -> value``), defaults left out."""
-    quiet = copy.deepcopy(parser)
-    for action in quiet._actions:
-        action.default = argparse.SUPPRESS
-    return vars(quiet.parse_args(argv))
-
-
-def config_from_args(args: argparse.Namespace, cls: type = TrainConfig,
-                     explicit: dict[str, Any] | None = None) -> Any:
-    """Build the dataclass from parsed arguments (raises ``ValueError`` on invalid values).
-
-    With ``explicit`` (see ``explicit_options``) and ``--config FILE``, the precedence is: flags given on the
-    command line, then the file, then the recipe's defaults, then the dataclass defaults.
-    """
-    names = [f.name for f in dataclasses.fields(cls)]
-    if getattr(args, "config", None) is None or explicit is None:
-        return cls(**{name: getattr(args, name) for name in names})
-    overrides = {k: v for k, v in explicit.items() if k in names}
-    return _from_file_values(cls, args.config, read_config_file(args.config), overrides)
 
 
 def _from_file_values(cls: type, path: str | os.PathLike[str], values: dict[str, Any],

@@ -1,8 +1,7 @@
 """LeNet-5 exactly as the original notebook builds it (61,706 parameters); ``forward`` returns logits.
 
 The notebook applied softmax inside the model and then ``CrossEntropyLoss`` (which applies log-softmax
-again): a double softmax that flattens the gradients and cost 0.7 points of accuracy after 3 epochs in our
-measurement. Here the loss sees logits; probabilities are an explicit step (``probabilities``, or the
+again): a double softmax that flattens the gradients and costs accuracy. Here the loss sees logits; probabilities are an explicit step (``probabilities``, or the
 ``--output probabilities`` export option).
 """
 
@@ -14,9 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-INPUT_SHAPE = (1, 32, 32)  # (C, H, W) of one image
-NUM_CLASSES = 10
-CLASS_NAMES = tuple(str(digit) for digit in range(NUM_CLASSES))
+from ignite_lenet.spec import INPUT_SHAPE, NUM_CLASSES
 
 
 class WholeInputConv2d(nn.Conv2d):
@@ -39,9 +36,8 @@ class SigmoidTanh(torch.autograd.Function):
     """``tanh(x)`` computed as ``2 * sigmoid(2x) - 1``, with tanh's own backward from the output, ``g * (1 - y**2)``.
 
     The same function in exact arithmetic; in float32 it stays within 2.4e-7 (absolute) of ``torch.tanh`` (measured: 1.8e-7).
-    It exists for speed: torch's CPU ``tanh`` kernel runs about 6x slower than its ``sigmoid`` (1.6 ms against
-    0.26 ms on a 256x6x28x28 batch, 2 cores, torch 2.14), which made tanh the second largest cost of a LeNet-5
-    training step on CPU.
+    It exists for speed: torch's CPU ``tanh`` kernel is several times slower than its ``sigmoid``, which made
+    tanh one of the largest costs of a LeNet-5 training step on CPU (figures: ``benchmarks/results/NOTES.md``).
     """
 
     @staticmethod
@@ -100,7 +96,7 @@ def optimize_layout(model: nn.Module, device: torch.device | str | None = None) 
     """The faster memory layout for ``device``; the math is unchanged.
 
     ``channels_last`` on CPU (oneDNN's convolutions prefer it); on CUDA the default NCHW, which measured
-    faster for LeNet-5's small convolutions on an H200 (7.36M vs 5.34M images/s at batch 8192).
+    measured faster for LeNet-5's small convolutions on an H200 (``benchmarks/results/NOTES.md``).
     """
     if device is not None and torch.device(device).type == "cuda":
         return model.to(memory_format=torch.contiguous_format)
@@ -120,8 +116,8 @@ def count_parameters(model: nn.Module) -> int:
 class Standardized(nn.Module):
     """``model`` on standardised inputs, ``(x - mean) / std``, for training with ``--normalize``.
 
-    ``folded()`` returns the plain ``LeNet5`` that computes the same function on raw [0, 1] inputs, with the
-    standardisation folded into ``conv1`` (exact: ``conv1`` has no padding, so every output sees 25 real
+    ``folded_state_dict()`` is the plain ``LeNet5`` state_dict that computes the same function on raw [0, 1]
+    inputs, with the standardisation folded into ``conv1`` (exact: ``conv1`` has no padding, so every output sees 25 real
     inputs): that is what checkpoints and exports hold, so they keep 61,706 parameters and raw inputs.
     """
 
@@ -156,12 +152,6 @@ class Standardized(nn.Module):
         state["conv1.bias"] = (bias + mean * weight.sum(dim=(1, 2, 3))).to(state["conv1.bias"].dtype)
         self.model.load_state_dict(state)
 
-    def folded(self) -> LeNet5:
-        """A plain ``LeNet5`` computing the same logits from raw inputs."""
-        model = LeNet5().to(self.mean.device)
-        model.load_state_dict(self.folded_state_dict())
-        return model
-
 
 def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The ``LeNet5`` state_dict of ``model``: unwrapped from DDP, standardisation folded in."""
@@ -169,3 +159,14 @@ def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     if isinstance(model, Standardized):
         return model.folded_state_dict()
     return model.state_dict()
+
+
+def model_summary() -> str:
+    """The notebook's torchsummary table of ``LeNet5``, from torchinfo (the training extra)."""
+    from torchinfo import summary
+    from torchinfo.enums import Units
+
+    text = str(summary(LeNet5(), input_size=(1, *INPUT_SHAPE), verbose=0, col_names=("output_size", "num_params")))
+    for unit in Units:  # torchinfo prints "(Units.MEGABYTES)" under Python >= 3.11's enum formatting: show "(M)"
+        text = text.replace(f"({unit})", f"({unit.value})")
+    return text

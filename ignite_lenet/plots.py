@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from .artifacts import atomic_write
-
-CLASS_LABELS = tuple(str(digit) for digit in range(10))
+from ignite_lenet.files import atomic_write
+from ignite_lenet.spec import CLASS_NAMES
 
 
 def new_figure(figsize: tuple[float, float], ncols: int = 1) -> tuple[Figure, Any]:
@@ -68,9 +67,9 @@ def confusion_matrix_figure(matrix: Any, title: str = "Confusion matrix") -> Fig
     fig, ax = new_figure((6.5, 5.5))
     im = ax.imshow(cm, cmap="Blues")
     fig.colorbar(im, ax=ax)
-    n = len(CLASS_LABELS)
-    ax.set_xticks(range(n), CLASS_LABELS)
-    ax.set_yticks(range(n), CLASS_LABELS)
+    n = len(CLASS_NAMES)
+    ax.set_xticks(range(n), CLASS_NAMES)
+    ax.set_yticks(range(n), CLASS_NAMES)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)

@@ -10,18 +10,10 @@ standard deviation, rewritten after every seed so an interrupted sweep keeps wha
 
 from __future__ import annotations
 
-import argparse
-import platform
-import statistics
 import sys
-import time
-from typing import Any
 
-from . import artifacts
-from .cli import ArgumentParser, run_cli
-from .config import MAX_SEED, add_config_arguments, config_from_args, explicit_options
-
-SEEDS_FILE = "seeds.json"
+from ignite_lenet.cli import ArgumentParser, add_config_arguments, config_from_args, explicit_options, run_cli
+from ignite_lenet.training.seeds import DEFAULT_SEEDS_DIR, run_seeds
 
 
 def get_args_parser() -> ArgumentParser:
@@ -32,55 +24,10 @@ def get_args_parser() -> ArgumentParser:
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="N",
                         help="the seeds to train, in order (default: 0 1 2)")
-    add_config_arguments(parser)
-    parser.set_defaults(output_dir="runs/seeds")
-    for action in parser._actions:
-        if action.dest == "output_dir":
-            action.help = "directory holding one seed-N run directory per seed and seeds.json (default: runs/seeds)"
-        if action.dest == "seed":
-            action.help = argparse.SUPPRESS
+    add_config_arguments(parser, defaults={"output_dir": (
+        DEFAULT_SEEDS_DIR, "directory holding one seed-N run directory per seed and seeds.json (default: %(default)s)")},
+        hidden=("seed",))
     return parser
-
-
-def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean and (sample) standard deviation of the runs' test accuracy."""
-    accuracies = [r["test_accuracy"] for r in runs]
-    return {
-        "seeds": [r["seed"] for r in runs],
-        "test_accuracy_mean": statistics.fmean(accuracies) if accuracies else None,
-        "test_accuracy_std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
-    }
-
-
-def run_seeds(base: Any, seeds: list[int], log: Any = print) -> dict[str, Any]:
-    """Train ``base`` (a ``TrainConfig``) once per seed into ``base.output_dir/seed-N``; returns the summary."""
-    from .api import train
-
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds: each seed once, got {' '.join(map(str, seeds))}")
-    for seed in seeds:
-        if not 0 <= seed <= MAX_SEED:
-            raise ValueError(f"--seeds: each seed must be between 0 and {MAX_SEED}, got {seed}")
-    root = artifacts.check_output_dir(base.output_dir)
-    runs: list[dict[str, Any]] = []
-    summary: dict[str, Any] = {}
-    for seed in seeds:
-        cfg = base.replace(seed=seed, output_dir=str(root / f"seed-{seed}"))
-        started = time.perf_counter()
-        result = train(cfg)
-        wall = time.perf_counter() - started
-        m = result.metrics
-        runs.append({"seed": seed, "test_accuracy": m["test_accuracy"], "test_loss": m["test_loss"],
-                     "best_epoch": m["best_epoch"], "best_weights": m.get("best_weights", "raw"),
-                     "best_val_accuracy": m["best_val_accuracy"], "wall_time_s": wall, "device": m["device"]})
-        summary = {"recipe": base.recipe, "config": {**base.to_dict(), "seed": None}, "runs": runs,
-                   **summarise(runs), "machine": f"{platform.machine()} {platform.processor() or ''}".strip()}
-        artifacts.write_json(root / SEEDS_FILE, summary)
-        log(f"seed {seed}: test accuracy {100 * m['test_accuracy']:.2f}%  best epoch {m['best_epoch']}  "
-            f"{wall:.0f}s")
-    log(f"{base.recipe}: {100 * summary['test_accuracy_mean']:.2f}% ± {100 * summary['test_accuracy_std']:.2f} "
-        f"mean test accuracy over seeds {' '.join(map(str, seeds))} ({root / SEEDS_FILE})")
-    return summary
 
 
 def main(argv: list[str] | None = None) -> int:

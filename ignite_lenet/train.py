@@ -6,7 +6,7 @@
     python -m ignite_lenet.train --config runs/lenet5/config.json  # reproduce an earlier run
     python -m ignite_lenet.train --resume                          # continue runs/lenet5 where it stopped
 
-The work is ``ignite_lenet.api.train``; this module parses arguments and turns user errors into one line.
+The work is ``ignite_lenet.training.run.train``; this module parses arguments and turns user errors into one line.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import sys
 import types
 from typing import Any
 
-from . import prefetch
-from .cli import ArgumentParser, run_cli
-from .config import TrainConfig, add_config_arguments, config_from_args, explicit_options
+from ignite_lenet.cli import ArgumentParser, add_config_arguments, config_from_args, explicit_options, run_cli
+from ignite_lenet.config import TrainConfig
+from ignite_lenet.mnist import prefetch
 
 
 def get_args_parser() -> ArgumentParser:
@@ -35,14 +35,14 @@ def get_args_parser() -> ArgumentParser:
 
 
 def __getattr__(name: str) -> Any:  # PEP 562: torch is imported when training starts, not to parse flags
-    if name in ("RESUME_MUST_MATCH", "TrainingDiverged", "train"):
-        return getattr(importlib.import_module(".api", __package__), name)
+    if name in ("TrainingDiverged", "train"):
+        return getattr(importlib.import_module("ignite_lenet.training.run"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run(cfg: TrainConfig) -> dict[str, Any]:
     """Train as ``cfg`` says and return the final metrics (also written to ``metrics.json``)."""
-    from .api import train
+    from ignite_lenet.training.run import train
 
     return train(cfg).metrics
 
@@ -69,7 +69,7 @@ class _CallableModule(types.ModuleType):
     attribute to it, so calling it calls the function: ``train(epochs=3)`` works either way."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from .api import train
+        from ignite_lenet.training.run import train
 
         return train(*args, **kwargs)
 

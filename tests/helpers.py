@@ -22,7 +22,7 @@ def run_module(module: str, *args: str) -> subprocess.CompletedProcess:
 
 def truncated_mnist_copy(mnist_dir: Path, dest: Path) -> Path:
     """A copy of the MNIST directory whose test-label file is cut short (a corrupt download)."""
-    from ignite_lenet.data import raw_dir
+    from ignite_lenet.mnist.idx import raw_dir
 
     raw = raw_dir(dest)
     raw.mkdir(parents=True)

@@ -1,0 +1,65 @@
+"""The classifier for a path: ``.onnx`` (ONNX Runtime), ``.pt2`` (torch.export) or TorchScript ``.pt``, a
+directory holding ``lenet5.onnx``; training files are refused with the command that exports them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ignite_lenet.files import model_file_kind
+from ignite_lenet.inference.classifier import Classifier
+from ignite_lenet.inference.onnx_runtime import OnnxClassifier
+from ignite_lenet.mnist.digits import IMAGE_SUFFIXES
+from ignite_lenet.spec import BEST_MODEL, DEFAULT_EXPORT_DIR, DEFAULT_MODEL, ONNX_FILE_NAMES
+
+
+def _export_hint(path: Path) -> str:
+    return (f"export it first: python -m ignite_lenet.export --checkpoint {path} --output-dir {DEFAULT_EXPORT_DIR} "
+            f"(then --model {DEFAULT_MODEL})")
+
+
+def load_classifier(path: str | Path, provider: str = "cpu", threads: int | None = None) -> Classifier:
+    """The classifier for an exported file: ``.onnx`` (ONNX Runtime), ``.pt2`` (torch.export) or TorchScript
+    ``.pt``; a directory holding ``lenet5.onnx`` is taken as that file.
+
+    A training checkpoint or run directory is refused with the command that exports it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        for name in ONNX_FILE_NAMES:
+            if (path / name).is_file():
+                return OnnxClassifier(path / name, provider=provider, threads=threads)
+        if (path / BEST_MODEL).is_file():
+            raise ValueError(f"{path}: a training run directory, not an exported model; {_export_hint(path)}")
+        raise FileNotFoundError(f"{path}: a directory without {' or '.join(ONNX_FILE_NAMES)}")
+    kind = model_file_kind(path)
+    if kind == "onnx":
+        return OnnxClassifier(path, provider=provider, threads=threads)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file")
+    device = "cuda" if provider == "cuda" else "cpu"
+    if kind == "torch-export":
+        from ignite_lenet.inference.torch_runtime import ExportedProgramClassifier
+
+        return ExportedProgramClassifier(path, device=device)
+    if kind == "checkpoint":
+        raise ValueError(f"{path}: a training checkpoint, not an exported model; {_export_hint(path)}")
+    if kind == "torchscript" or path.suffix.lower() == ".pt":
+        from ignite_lenet.inference.torch_runtime import TorchScriptClassifier
+
+        return TorchScriptClassifier(path, device=device)
+    raise ValueError(f"{path}: expected an exported model: .onnx, .pt2 (torch.export) or TorchScript .pt")
+
+
+def image_files(paths: list[str | Path]) -> list[Path]:
+    """Expand directories into their image files (sorted); files are kept as given."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            if not found:
+                raise FileNotFoundError(f"{p}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) in this directory")
+            files.extend(found)
+        else:
+            files.append(p)
+    return files

@@ -1,0 +1,227 @@
+"""Real-world images as MNIST-like digits (numpy and Pillow, no torch): any file Pillow reads, any mode,
+transparency composited, normalised the way MNIST was made (polarity, crop, fit in 20x20, centre of mass).
+
+    from ignite_lenet.mnist.digits import load_digit, load_image
+    digit, inverted = load_digit("photo.jpg")    # (28, 28) uint8, light ink on dark
+    x, inverted = load_image("photo.jpg")        # (1, 32, 32) float32: training's exact resize and scaling
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ignite_lenet.mnist.resize import to_model_input
+from ignite_lenet.spec import IMAGE_SIZE, SOURCE_SIZE
+
+# Real-world images -> MNIST-like 28x28 (LeCun et al.: fit in 20x20 keeping the aspect ratio, anti-aliased,
+# centred by centre of mass in 28x28).
+DIGIT_BOX = 20
+
+
+MNIST_CENTRE = 14.0  # the mean centre of mass of MNIST digits (row and column), in pixel indices
+
+
+MIN_CONTRAST = 0.15  # ink must differ from the background by 15% of the full range
+
+
+NOISE_FLOOR = 0.2  # after stretching the ink to [0, 1], fainter pixels are background (paper grain, JPEG noise)
+
+
+MIN_INK_FRACTION = 0.01  # the ink's longest side must span 1% of the image's longest side (not a speck of dust)
+
+
+MIN_SIDE = 8  # smaller images cannot hold a legible digit
+
+
+MAX_IMAGE_PIXELS = 40_000_000  # decompression-bomb bound (Pillow warns at 89M and fails at 179M)
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm", ".pnm"}
+
+
+WORKING_SIDE = 1024  # larger images are box-reduced to about this before the analysis (far beyond 20x20)
+
+
+class NoDigitFound(ValueError):
+    """An image with no ink to classify (blank, uniform, only specks)."""
+
+
+def _border(gray: np.ndarray) -> np.ndarray:
+    return np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+
+
+def _fit(crop: np.ndarray, box: int) -> np.ndarray:
+    """Scale ``crop`` (float, ink bright) to fit ``box`` x ``box`` keeping its aspect ratio, anti-aliased."""
+    from PIL import Image
+
+    height, width = crop.shape
+    scale = box / max(height, width)
+    new = (max(1, min(box, round(width * scale))), max(1, min(box, round(height * scale))))
+    fitted = np.asarray(Image.fromarray(crop.astype(np.float32), "F").resize(new, Image.BILINEAR))
+    return np.clip(fitted, 0.0, None)
+
+
+def normalize_digit(gray: np.ndarray, invert: bool | None = None) -> tuple[np.ndarray, bool]:
+    """An MNIST-like digit ``(28, 28)`` uint8 (light on dark) from a grayscale image in [0, 1], and whether it
+    was inverted.
+
+    ``invert=None`` detects the polarity from the border (a light border is a light page: invert). A 28x28
+    image is taken as MNIST-like already (only the polarity is fixed, so MNIST's own pixels come back exactly).
+    Any other is normalised as MNIST was made: the background subtracted, cropped to the ink, scaled to fit
+    20x20 keeping the aspect ratio, placed in 28x28 with its centre of mass at the centre. Raises
+    ``NoDigitFound`` for blank, uniform or speck-only images and ``ValueError`` for non-finite pixels.
+    """
+    gray = np.asarray(gray, dtype=np.float64)
+    if gray.ndim != 2:
+        raise ValueError(f"expected a (H, W) grayscale image, got shape {gray.shape}")
+    if not np.isfinite(gray).all():
+        raise ValueError("the image has non-finite pixel values (NaN or infinity)")
+    height, width = gray.shape
+    if min(height, width) < MIN_SIDE:
+        raise NoDigitFound(f"no digit found: a {width}x{height} image is too small to hold one (at least "
+                           f"{MIN_SIDE}x{MIN_SIDE})")
+    if invert is None:  # a border lighter than the middle of the image's own range: a light page
+        invert = bool(np.median(_border(gray)) > (gray.min() + gray.max()) / 2)
+    if invert:
+        gray = 1.0 - gray
+    background = float(np.median(_border(gray)))
+    peak = float(gray.max())
+    if peak - background < MIN_CONTRAST:
+        raise NoDigitFound("no digit found: the image is blank or uniform")
+    if (height, width) == (SOURCE_SIZE, SOURCE_SIZE):
+        return np.rint(np.clip(gray, 0, 1) * 255).astype(np.uint8), invert
+    ink = np.clip((gray - background) / (peak - background), 0.0, 1.0)
+    ink[ink < NOISE_FLOOR] = 0.0
+    rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+    extent = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+    if extent < max(2, MIN_INK_FRACTION * max(height, width)):
+        raise NoDigitFound(f"no digit found: only specks ({extent} px) on a {width}x{height} image")
+    fitted = _fit(ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], DIGIT_BOX)
+    fitted /= fitted.max()  # a thin stroke shrunk from a large page keeps MNIST's full-intensity core
+    mass = fitted.sum()
+    fh, fw = fitted.shape
+    centre_y = (fitted.sum(axis=1) * np.arange(fh)).sum() / mass
+    centre_x = (fitted.sum(axis=0) * np.arange(fw)).sum() / mass
+    top = min(max(round(MNIST_CENTRE - centre_y), 0), SOURCE_SIZE - fh)
+    left = min(max(round(MNIST_CENTRE - centre_x), 0), SOURCE_SIZE - fw)
+    digit = np.zeros((SOURCE_SIZE, SOURCE_SIZE))
+    digit[top : top + fh, left : left + fw] = fitted
+    return np.rint(digit * 255).astype(np.uint8), invert
+
+
+def _box_reduce(array: np.ndarray, factor: int) -> np.ndarray:
+    height, width = (array.shape[0] // factor) * factor, (array.shape[1] // factor) * factor
+    return array[:height, :width].reshape(height // factor, factor, width // factor, factor).mean(axis=(1, 3))
+
+
+def read_gray(path: str | Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """An image file as grayscale float ``(H, W)`` in [0, 1], transparency composited onto its background.
+
+    Any Pillow mode (1-bit, palette, 8/16-bit gray, RGB, CMYK, 32-bit integer, float), the first frame of an
+    animation. Transparent pixels become the background the ink stands out from (white behind dark ink,
+    black behind light ink). Images above ``max_pixels`` are refused before decoding (decompression bombs);
+    images over ``WORKING_SIDE`` are box-reduced. Raises ``ValueError`` (``NoDigitFound`` when fully
+    transparent).
+    """
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise ValueError(f"{path}: {width}x{height} pixels is above the limit of {max_pixels:,} "
+                                     f"(a decompression bomb, or far larger than a digit needs)")
+                gray, alpha = _channels(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ValueError(f"{path}: refused as a decompression bomb ({e})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, EOFError) as e:
+        detail = " ".join(str(e).split())[:120]
+        raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {detail})") from None
+    if not np.isfinite(gray).all():
+        raise ValueError(f"{path}: the image has non-finite pixel values (NaN or infinity)")
+    if alpha is not None and alpha.min() < 1.0:
+        if alpha.max() <= 0.0:
+            raise NoDigitFound(f"{path}: no digit found: the image is fully transparent")
+        gray = alpha * gray + (1.0 - alpha) * _canvas(gray, alpha)
+    factor = math.ceil(max(gray.shape) / WORKING_SIDE)
+    return _box_reduce(gray, factor) if factor > 1 else gray
+
+
+def _canvas(gray: np.ndarray, alpha: np.ndarray) -> float:
+    """The background transparent pixels stand for: 1.0 (white) behind dark ink, 0.0 behind light ink.
+
+    Anti-aliased edges were blended with the canvas the artist saw: when the opaque pixels next to transparent
+    ones are lighter than the inner ones, the canvas was light. Ink of one colour (anti-aliased in its alpha
+    channel only) shows no such difference; then the ink's own level decides.
+    """
+    opaque = alpha > 0.5
+    clear = np.pad(~opaque, 1, constant_values=False)
+    touches = clear[:-2, 1:-1] | clear[2:, 1:-1] | clear[1:-1, :-2] | clear[1:-1, 2:]
+    edge, inner = opaque & touches, opaque & ~touches
+    if edge.any() and inner.any():
+        difference = float(gray[edge].mean() - gray[inner].mean())
+        if abs(difference) > 0.05:
+            return 1.0 if difference > 0 else 0.0
+    ink_level = float((gray * alpha).sum() / alpha.sum())
+    return 1.0 if ink_level < 0.5 else 0.0
+
+
+def _channels(image) -> tuple[np.ndarray, np.ndarray | None]:  # noqa: ANN001 - a PIL image
+    """Grayscale float32 in [0, 1] and alpha in [0, 1] (or ``None``) of any Pillow mode."""
+    mode = image.mode
+    if mode in ("1", "L"):
+        return np.asarray(image.convert("L"), np.float32) / 255, None
+    if mode.startswith("I") or mode == "F":  # 16/32-bit integers, floats
+        values = np.asarray(image, dtype=np.float64)
+        if mode.startswith("I;16"):
+            return (values / 65535).astype(np.float32), None
+        low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+        if not math.isfinite(low) or not math.isfinite(high):
+            return values.astype(np.float32), None  # reported by the caller
+        full = 1.0 if mode == "F" and low >= 0 and high <= 1 else 255.0 if low >= 0 and high <= 255 else (
+            65535.0 if low >= 0 and high <= 65535 else None)
+        if full is None:  # an unusual range: stretch it
+            return ((values - low) / (high - low if high > low else 1.0)).astype(np.float32), None
+        return (values / full).astype(np.float32), None
+    has_alpha = mode in ("RGBA", "LA", "La", "RGBa", "PA") or (mode == "P" and "transparency" in image.info)
+    if has_alpha or mode == "P":
+        rgba = image.convert("RGBA")
+        alpha = np.asarray(rgba.getchannel("A"), np.float32) / 255
+        return np.asarray(rgba.convert("L"), np.float32) / 255, (alpha if has_alpha else None)
+    if mode == "LAB":
+        return np.asarray(image.getchannel(0), np.float32) / 255, None
+    try:
+        return np.asarray(image.convert("L"), np.float32) / 255, None
+    except ValueError:
+        return np.asarray(image.convert("RGB").convert("L"), np.float32) / 255, None
+
+
+def load_digit(path: str | Path, invert: bool | None = None) -> tuple[np.ndarray, bool]:
+    """One image file as an MNIST-like digit ``(28, 28)`` uint8, and whether it was inverted.
+
+    ``read_gray``, then ``normalize_digit`` (polarity, crop, fit in 20x20, centre of mass). Raises
+    ``ValueError`` naming the file (``NoDigitFound`` when there is no ink).
+    """
+    gray = read_gray(path)
+    try:
+        return normalize_digit(gray, invert)
+    except ValueError as e:
+        raise type(e)(f"{path}: {e}") from None
+
+
+def load_image(
+    path: str | Path, size: tuple[int, int] = (IMAGE_SIZE, IMAGE_SIZE), invert: bool | None = None
+) -> tuple[np.ndarray, bool]:
+    """One image file as model input ``(1, H, W)`` float32 in [0, 1], and whether it was inverted.
+
+    ``load_digit``, then training's exact resize and scaling.
+    """
+    digit, inverted = load_digit(path, invert)
+    return to_model_input(digit[None], size)[0], inverted

@@ -1,0 +1,61 @@
+"""The Ignite engines of a run: the trainer (its step in ``step``, its loss readout attached) and the evaluators
+(Accuracy, Loss, ConfusionMatrix). The product and the training benchmark both build them here.
+"""
+
+from __future__ import annotations
+
+import torch
+from ignite.engine import Engine, create_supervised_evaluator
+from ignite.handlers import EMAHandler
+from ignite.metrics import Accuracy, ConfusionMatrix, Loss
+from torch import nn
+
+from ignite_lenet.spec import NUM_CLASSES
+from ignite_lenet.training.handlers import LossReadout, attach_loss_readout
+from ignite_lenet.training.step import TrainStep
+
+
+GPU_READOUT_EVERY = 50
+
+
+def create_trainer(
+    model: nn.Module, optimizer: torch.optim.Optimizer, *, batch_size: int, label_smoothing: float = 0.0,
+    cuda_graphs: bool = False, readout_every: int | None = None,
+) -> tuple[Engine, LossReadout]:
+    """The Ignite trainer of a run and its loss readout: the product and the training benchmark both build it here.
+
+    Its process function is ``TrainStep``: summed cross-entropy (the notebook's ``reduction="sum"``), backward,
+    optimizer step, replayed from a CUDA graph with ``cuda_graphs``. ``state.output`` is the batch's per-sample
+    loss as a 0-d tensor on the model's device; ``readout.value`` is the mean loss since the last reading, read
+    every ``readout_every`` iterations and at each epoch's end (one host sync each; by default every iteration
+    on CPU, every ``GPU_READOUT_EVERY`` on a GPU, where reading the loss waits for the GPU).
+    """
+    step = TrainStep(model, optimizer, batch_size, label_smoothing=label_smoothing, use_graph=cuda_graphs)
+    if readout_every is None:
+        readout_every = 1 if step.device.type == "cpu" else GPU_READOUT_EVERY
+    trainer = Engine(step)
+    return trainer, attach_loss_readout(trainer, step, readout_every)
+
+
+def create_ema(model: nn.Module, decay: float, warmup_iters: int) -> EMAHandler:
+    """Ignite's ``EMAHandler`` (not yet attached): ``ema = decay * ema + (1 - decay) * weights`` per iteration.
+
+    The momentum (``1 - decay``) warms up linearly from 0.1 over ``warmup_iters`` iterations, so the average
+    forgets the random initial weights quickly. It is computed from the iteration count, so a resumed run
+    (with ``ema.ema_model`` restored) continues exactly. ``handlers.attach_ema`` attaches it.
+    """
+    momentum = 1.0 - decay
+    return EMAHandler(model, momentum=momentum, momentum_warmup=max(momentum, 0.1), warmup_iters=max(1, warmup_iters))
+
+
+def create_evaluator(model: nn.Module, device: torch.device | str = "cpu", confusion_matrix: bool = False) -> Engine:
+    """Ignite supervised evaluator computing ``accuracy`` and per-sample ``loss`` (and ``confusion_matrix``).
+
+    Ignite's ``Loss`` metric expects a mean-reduced criterion and weights it by the batch size itself, so it
+    gets ``CrossEntropyLoss()`` (mean), not the training criterion: feeding it ``reduction="sum"`` would
+    report losses ``batch_size`` times too large. Metrics are all-reduced across processes in distributed runs.
+    """
+    metrics = {"accuracy": Accuracy(device=device), "loss": Loss(nn.CrossEntropyLoss(), device=device)}
+    if confusion_matrix:
+        metrics["confusion_matrix"] = ConfusionMatrix(num_classes=NUM_CLASSES, device=device)
+    return create_supervised_evaluator(model, metrics=metrics, device=device, non_blocking=True)

@@ -1,0 +1,435 @@
+"""The Python API: build a training run from a ``TrainConfig``, attach your own handlers, run it, get objects back.
+
+    from ignite_lenet import TrainConfig, build_training, train
+
+    result = train(epochs=3, data_dir="../shared/datasets")      # TrainResult: .model .history .metrics .plot()
+
+    training = build_training(TrainConfig(epochs=3, data_dir="../shared/datasets"))
+    @training.trainer.on(Events.EPOCH_COMPLETED)
+    def my_handler(engine): ...
+    result = training.run()
+
+``python -m ignite_lenet.train`` is ``train(cfg)`` plus argument parsing and one-line errors.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ignite
+import ignite.distributed as idist
+import torch
+from ignite.engine import Engine
+from ignite.engine.events import RemovableEventHandle
+from ignite.handlers import Checkpoint, EarlyStopping, EMAHandler, ProgressBar, TerminateOnNan
+from ignite.utils import setup_logger
+from matplotlib.figure import Figure
+from torch import nn
+
+from ignite_lenet.checkpoints import best_model_from, load_best_model
+from ignite_lenet.config import TrainConfig
+from ignite_lenet.files import check_output_dir, read_json, write_json
+from ignite_lenet.mnist.idx import ensure_mnist
+from ignite_lenet.model import LeNet5, Standardized, count_parameters, model_summary, optimize_layout
+from ignite_lenet.plots import curves_figure, plot_confusion_matrix
+from ignite_lenet.spec import (
+    BEST_MODEL,
+    CONFIG,
+    CONFUSION_MATRIX,
+    CURVES,
+    HISTORY,
+    METRICS,
+    TRAINING_CHECKPOINT,
+)
+from ignite_lenet.training.augment import ElasticDistortion, RandomAffine
+from ignite_lenet.training.data import InMemoryLoader, MNISTData, load_data
+from ignite_lenet.training.devices import configure_determinism, resolve_device
+from ignite_lenet.training.distributed import checkpoint_from_rank0, launch, requested
+from ignite_lenet.training.engines import create_ema, create_evaluator, create_trainer
+from ignite_lenet.training.handlers import (
+    LossReadout,
+    attach_best_checkpoint,
+    attach_curves,
+    attach_early_stopping,
+    attach_ema,
+    attach_epoch_log,
+    attach_epoch_seeding,
+    attach_evaluation,
+    attach_history,
+    attach_lr_scheduler,
+    attach_one_cycle,
+    attach_progress_bar,
+    attach_tensorboard,
+    attach_terminate_on_nan,
+    attach_training_checkpoint,
+)
+from ignite_lenet.training.optim import create_optimizer
+from ignite_lenet.training.resume import initial_weights, load_resumable, restore
+from ignite_lenet.training.state import History, SchedulerPosition, Selection, Value
+from ignite_lenet.training.step import use_cuda_graphs
+
+EMA_WARMUP_EPOCHS = 1  # the EMA's momentum warms up over the first epoch's iterations
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite (``TerminateOnNan`` stopped the trainer)."""
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the best model (``LeNet5``, eval mode, CPU), the history and final metrics (as in
+    ``history.json`` and ``metrics.json``) and the run directory."""
+
+    model: LeNet5
+    history: dict[str, Any]
+    metrics: dict[str, Any]
+    output_dir: Path
+    best: dict[str, Any] = field(default_factory=dict)  # epoch, val_loss, val_accuracy (and weights) of best_model.pt
+
+    def plot(self) -> Figure:
+        """The learning curves as a ``matplotlib.figure.Figure`` (shown inline when it ends a Jupyter cell)."""
+        return curves_figure(self.history, self.best.get("epoch"))
+
+    @classmethod
+    def from_dir(cls, output_dir: str | Path) -> TrainResult:
+        """Read a finished run back from its directory."""
+        output_dir = Path(output_dir)
+        model, best = load_best_model(output_dir / BEST_MODEL)
+        return cls(model=model, history=read_json(output_dir / HISTORY),
+                   metrics=read_json(output_dir / METRICS), output_dir=output_dir,
+                   best=_best_summary(best))
+
+
+def _best_summary(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A best-model checkpoint's plain fields (epoch, val_loss, val_accuracy, weights): all but weights and config."""
+    return {k: v for k, v in checkpoint.items() if k not in ("model", "config")}
+
+
+@dataclass
+class Engines:
+    """The Ignite engines of a run (``create_engines``): the trainer with its loss readout, the evaluators of the
+    train curves and of validation, and with an EMA its handler and evaluator."""
+
+    trainer: Engine
+    readout: LossReadout
+    train_evaluator: Engine
+    val_evaluator: Engine
+    ema: EMAHandler | None = None
+    ema_evaluator: Engine | None = None
+
+
+@dataclass
+class Attached:
+    """What ``attach_handlers`` attached, each object returned by its ``attach_*`` (inspect or remove it)."""
+
+    epoch_seeding: RemovableEventHandle
+    terminate_on_nan: TerminateOnNan
+    evaluations: list[RemovableEventHandle]
+    best_checkpoint: Checkpoint
+    early_stopping: EarlyStopping | None
+    history: History
+    lr_scheduler: Any  # CosineAnnealingLR or OneCycleLR
+    training_checkpoint: Checkpoint
+    to_save: dict[str, Any]  # what training_checkpoint.pt holds and --resume restores
+    epoch_log: RemovableEventHandle | None = None
+    curves: RemovableEventHandle | None = None
+    progress_bar: ProgressBar | None = None
+    tensorboard: Any = None  # ignite's TensorboardLogger
+
+
+@dataclass
+class Training:
+    """Everything a run is made of, built and wired but not started (``build_training``); ``run()`` starts it.
+
+    Attach your own Ignite handlers to ``trainer`` or the evaluators before calling ``run()``; they fire after
+    the built-in ones of the same event.
+    """
+
+    cfg: TrainConfig
+    device: torch.device
+    output_dir: Path
+    data: MNISTData
+    loaders: dict[str, InMemoryLoader]
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    engines: Engines
+    attached: Attached
+    logger: logging.Logger
+    started: float
+    determinism: ExitStack = field(default_factory=ExitStack)  # --deterministic's settings, restored by run()
+
+    @property
+    def trainer(self) -> Engine:
+        return self.engines.trainer
+
+    @property
+    def train_evaluator(self) -> Engine:
+        return self.engines.train_evaluator
+
+    @property
+    def val_evaluator(self) -> Engine:
+        return self.engines.val_evaluator
+
+    @property
+    def history(self) -> History:
+        return self.attached.history
+
+    def run(self) -> TrainResult:
+        """Train for ``cfg.epochs`` epochs (or what remains after a resume), then test the best model once."""
+        with self.determinism:  # restores torch's global flags however the run ends
+            self._train()
+            return self._test()
+
+    def _train(self) -> None:
+        cfg, trainer, history = self.cfg, self.trainer, self.history
+        if trainer.state.epoch >= cfg.epochs and trainer.state.epoch > 0:
+            self.logger.info(f"already trained for {trainer.state.epoch} epochs; pass a larger --epochs to continue")
+        else:
+            trainer.run(self.loaders["train"], max_epochs=cfg.epochs, epoch_length=len(self.loaders["train"]))
+        output = self.engines.readout.value
+        if output is not None and not math.isfinite(output):
+            kept = (f"best_model.pt of epoch {history.best_epoch()} is kept in {self.output_dir}" if history.epochs
+                    else "no epoch completed")
+            raise TrainingDiverged(
+                f"training stopped at epoch {trainer.state.epoch}, iteration {trainer.state.iteration}: the loss "
+                f"became {output}; lower --lr ({kept})"
+            )
+
+    def _test(self) -> TrainResult:
+        """The test set, once, with the best epoch's weights; ``metrics.json`` and the confusion matrix."""
+        training_time = time.perf_counter() - self.started
+        path = self.output_dir / BEST_MODEL  # rank 0's: the other ranks need not see its disk
+        best_model, best_info = best_model_from(checkpoint_from_rank0(path, self.device), path, self.device)
+        tester = create_evaluator(optimize_layout(best_model, self.device), self.device, confusion_matrix=True)
+        metrics = tester.run(self.loaders["test"]).metrics
+        result = self._metrics(metrics, best_info, training_time)
+        if idist.get_rank() == 0:
+            write_json(self.output_dir / METRICS, result)
+            plot_confusion_matrix(metrics["confusion_matrix"], self.output_dir / CONFUSION_MATRIX,
+                                  title=f"MNIST test set, best epoch {result['best_epoch']}: "
+                                        f"{100 * result['test_accuracy']:.2f}% accuracy")
+            self.logger.info(
+                f"test accuracy {100 * result['test_accuracy']:.2f}%  test loss {result['test_loss']:.4f}  "
+                f"(best epoch {result['best_epoch']}{', EMA weights' if best_info.get('weights') == 'ema' else ''})  "
+                f"{result['train_images_per_s']:,.0f} training images/s  {training_time:.0f}s in all; "
+                f"artifacts in {self.output_dir}"
+            )
+        idist.barrier()  # every rank leaves together: none tears down the process group while rank 0 still writes
+        return TrainResult(model=best_model.cpu().eval(), history=self.history.to_dict(), metrics=result,
+                           output_dir=self.output_dir, best=_best_summary(best_info))
+
+    def _metrics(self, test: dict[str, Any], best_info: dict[str, Any], training_time: float) -> dict[str, Any]:
+        """``metrics.json``: the test metrics of the best weights, which epoch they are, and the run's speed."""
+        times, train_loader = self.history.data["epoch_time_s"], self.loaders["train"]
+        world_size = idist.get_world_size()
+        images_per_epoch = min(len(train_loader) * self.cfg.batch_size, train_loader.shard_size()) * world_size
+        result = {
+            "test_loss": float(test["loss"]),
+            "test_accuracy": float(test["accuracy"]),
+            "best_epoch": int(best_info["epoch"]),
+            "best_val_loss": float(best_info["val_loss"]),
+            "best_val_accuracy": float(best_info["val_accuracy"]),
+            "epochs_run": self.history.epochs,
+            "total_time_s": training_time,
+            "train_time_s": float(sum(times)),
+            "train_images_per_s": images_per_epoch * len(times) / sum(times) if times else 0.0,
+            "device": str(self.device),
+            "world_size": world_size,
+            "torch": torch.__version__,
+            "ignite": ignite.__version__,
+        }
+        if "weights" in best_info:
+            result["best_weights"] = best_info["weights"]
+        return result
+
+
+def build_training(cfg: TrainConfig) -> Training:
+    """Build data, model, optimizer, loaders, trainer, evaluators and handlers for ``cfg`` (and restore them
+    when ``cfg.resume``); nothing runs until ``Training.run()``."""
+    logger = _logger(idist.get_rank())
+    determinism = ExitStack()  # entered before any CUDA work (cuBLAS reads its workspace setting once)
+    determinism.enter_context(configure_determinism(cfg.deterministic))
+    try:
+        return _build(cfg, logger, determinism)
+    except BaseException:
+        determinism.close()
+        raise
+
+
+def _build(cfg: TrainConfig, logger: logging.Logger, determinism: ExitStack) -> Training:
+    """The phases of a run, in this order (as Ignite's cifar10 example reads)."""
+    # 1. the run directory, the device, and what to start from: checked before any data is read
+    output_dir = check_output_dir(cfg.output_dir)
+    device = resolve_device(cfg.device)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    resume_from = load_resumable(cfg, output_dir / TRAINING_CHECKPOINT, device) if cfg.resume else None
+    if not cfg.resume and idist.get_rank() == 0 and (output_dir / TRAINING_CHECKPOINT).is_file():
+        logger.info(f"note: {output_dir} holds an earlier run; starting over (use --resume to continue it)")
+    initial = initial_weights(cfg.init_from) if cfg.init_from is not None else None
+    started = time.perf_counter()
+    # 2. data, 3. model and optimizer, 4. engines, 5. handlers, 6. the checkpoint to resume
+    data, loaders = setup_data(cfg, device)
+    model, optimizer, cuda_graphs = setup_model(cfg, device, data, initial)
+    engines = create_engines(cfg, model, optimizer, device, cuda_graphs, len(loaders["train"]))
+    attached = attach_handlers(cfg, engines, loaders, model, optimizer, output_dir, logger)
+    if resume_from is not None:  # before anything is written, so a checkpoint that does not fit changes nothing
+        restore(attached.to_save, resume_from, output_dir / TRAINING_CHECKPOINT)
+    # 7. the run directory's first file and the first lines on the screen
+    if idist.get_rank() == 0:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        write_json(output_dir / CONFIG, cfg.to_dict())
+        logger.info(
+            f"LeNet-5 ({count_parameters(model):,} parameters) on {device}, {idist.get_world_size()} process(es); "
+            f"recipe {cfg.recipe}; train {len(data.train):,} / val {len(data.val):,} ({cfg.val_source}) / test "
+            f"{len(data.test):,} images; torch {torch.__version__}, ignite {ignite.__version__}"
+        )
+        logger.info(model_summary())
+    if resume_from is not None:
+        logger.info(f"resumed from {output_dir / TRAINING_CHECKPOINT} at epoch {engines.trainer.state.epoch}")
+    return Training(cfg=cfg, device=device, output_dir=output_dir, data=data, loaders=loaders, model=model,
+                    optimizer=optimizer, engines=engines, attached=attached, logger=logger, started=started,
+                    determinism=determinism)
+
+
+def _logger(rank: int) -> logging.Logger:
+    logger = setup_logger("ignite_lenet", format="%(message)s", distributed_rank=rank, stream=sys.stdout)
+    for handler in logger.handlers:  # setup_logger keeps its first call's stream: follow today's sys.stdout
+        if type(handler) is logging.StreamHandler:  # (a redirect, a notebook cell, a test's capture)
+            handler.stream = sys.stdout
+    return logger
+
+
+def setup_data(cfg: TrainConfig, device: torch.device) -> tuple[MNISTData, dict[str, InMemoryLoader]]:
+    """MNIST's splits on ``device`` and this process's loaders (its shard in a data-parallel run)."""
+    with idist.one_rank_first(local=True):  # one download per machine, not one per process
+        ensure_mnist(cfg.data_dir, cfg.download)
+    data = load_data(cfg.data_dir, cfg.download, cfg.val_source, cfg.val_size, cfg.train_eval_size).to(device)
+    epoch_length = 1 if cfg.sanity_check else cfg.epoch_length
+    eval_batches = 1 if cfg.sanity_check else None
+    shard = {"rank": idist.get_rank(), "world_size": idist.get_world_size()}
+    augment = RandomAffine(elastic=ElasticDistortion() if cfg.elastic else None) if cfg.augment else None
+    loaders = {
+        "train": InMemoryLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, max_batches=epoch_length,
+                                augment=augment, **shard),
+        "train_eval": InMemoryLoader(data.train_eval, cfg.eval_batch_size, max_batches=eval_batches, pad=False,
+                                     **shard),
+        "val": InMemoryLoader(data.val, cfg.eval_batch_size, max_batches=eval_batches, pad=False, **shard),
+        "test": InMemoryLoader(data.test, cfg.eval_batch_size, pad=False, **shard),
+    }
+    return data, loaders
+
+
+def setup_model(cfg: TrainConfig, device: torch.device, data: MNISTData, initial: LeNet5 | None
+                ) -> tuple[nn.Module, torch.optim.Optimizer, bool]:
+    """The seeded model (standardised with ``--normalize``, from ``--init-from``'s weights), wrapped for
+    data-parallel runs; its optimizer; whether the step replays a CUDA graph."""
+    torch.manual_seed(cfg.seed)
+    net: nn.Module = optimize_layout(LeNet5(fast_tanh=cfg.fast_tanh), device)
+    if cfg.normalize:  # statistics of the training split, the same on every rank
+        net = Standardized(net, data.train.images.mean().item(), data.train.images.std().item())
+    if initial is not None:
+        if isinstance(net, Standardized):
+            net.load_plain_state_dict(initial.state_dict())
+        else:
+            net.load_state_dict(initial.state_dict())
+    model = idist.auto_model(net.to(device), sync_bn=False)
+    cuda_graphs = use_cuda_graphs(cfg.cuda_graphs, device, idist.get_world_size(),
+                                  varying_betas=cfg.schedule == "onecycle")
+    optimizer = create_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay, device, cuda_graphs)
+    return model, optimizer, cuda_graphs
+
+
+def create_engines(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+                   cuda_graphs: bool, epoch_length: int) -> Engines:
+    """The trainer (``engines.create_trainer``, as the training benchmark builds it) and the evaluators."""
+    trainer, readout = create_trainer(model, optimizer, batch_size=cfg.batch_size,
+                                      label_smoothing=cfg.label_smoothing, cuda_graphs=cuda_graphs)
+    engines = Engines(trainer, readout, create_evaluator(model, device), create_evaluator(model, device))
+    if cfg.ema_decay > 0:
+        engines.ema = create_ema(model, cfg.ema_decay, EMA_WARMUP_EPOCHS * epoch_length)
+        engines.ema_evaluator = create_evaluator(engines.ema.ema_model, device)
+    return engines
+
+
+def attach_handlers(cfg: TrainConfig, engines: Engines, loaders: dict[str, InMemoryLoader], model: nn.Module,
+                    optimizer: torch.optim.Optimizer, output_dir: Path, logger: logging.Logger) -> Attached:
+    """Every built-in handler, in the order Ignite must fire them.
+
+    The order at ``EPOCH_COMPLETED`` (Ignite fires an event's handlers in the order they were added):
+      1. the EMA update (per iteration, before the evaluations: each epoch's EMA includes its last step);
+      2. the evaluations and the best-model checkpoint (which reads them);
+      3. the history (it records the lr the epoch trained with, so before the scheduler's step);
+      4. the lr scheduler's step, then early stopping;
+      5. the log line, the curves, the progress bar and TensorBoard (rank 0);
+      6. the training checkpoint, last: the file written at an epoch's end holds everything the epoch produced.
+    """
+    trainer, readout, rank = engines.trainer, engines.readout, idist.get_rank()
+    epoch_seeding = attach_epoch_seeding(trainer, loaders["train"])
+    terminate_on_nan = attach_terminate_on_nan(trainer, readout)
+    if engines.ema is not None:
+        attach_ema(trainer, engines.ema)
+    evaluations = [attach_evaluation(trainer, engines.train_evaluator, loaders["train_eval"]),
+                   attach_evaluation(trainer, engines.val_evaluator, loaders["val"])]
+    ema_model = engines.ema.ema_model if engines.ema is not None else None
+    if engines.ema_evaluator is not None:
+        evaluations.append(attach_evaluation(trainer, engines.ema_evaluator, loaders["val"]))
+    selection = Selection(model, engines.val_evaluator, ema_model, engines.ema_evaluator)
+    best = attach_best_checkpoint(trainer, selection, cfg.to_dict(), output_dir)
+    history = attach_history(trainer, engines.train_evaluator, engines.val_evaluator, optimizer,
+                             output_dir / HISTORY if rank == 0 else None, engines.ema_evaluator)
+    if cfg.schedule == "onecycle":
+        lr_scheduler = attach_one_cycle(trainer, optimizer, cfg.lr, cfg.epochs * len(loaders["train"]),
+                                        cfg.pct_start)
+    else:
+        lr_scheduler = attach_lr_scheduler(trainer, optimizer, cfg.t_max, cfg.eta_min)
+    early_stopping = attach_early_stopping(trainer, selection, cfg.patience) if cfg.patience is not None else None
+    to_save: dict[str, Any] = {"trainer": trainer, "model": model, "optimizer": optimizer,
+                               "lr_scheduler": lr_scheduler, "best_checkpoint": best, "history": history}
+    if engines.ema is not None:  # the average and its momentum schedule's position, for an exact resume
+        to_save["ema_model"] = ema_model
+        to_save["ema_momentum"] = SchedulerPosition(engines.ema.momentum_scheduler)
+    if early_stopping is not None:
+        to_save["early_stopping"] = early_stopping
+    shown: dict[str, Any] = {}
+    if rank == 0:
+        shown["epoch_log"] = attach_epoch_log(trainer, history, logger)
+        shown["curves"] = attach_curves(trainer, history, output_dir / CURVES)
+        shown["progress_bar"] = attach_progress_bar(trainer, readout) if cfg.progress else None
+        if cfg.tensorboard:
+            evaluators = {"train": engines.train_evaluator, "val": engines.val_evaluator}
+            if engines.ema_evaluator is not None:
+                evaluators["val_ema"] = engines.ema_evaluator
+            shown["tensorboard"] = attach_tensorboard(trainer, optimizer, evaluators, output_dir / "tensorboard",
+                                                      readout)
+    training_checkpoint = attach_training_checkpoint(trainer, {**to_save, "config": Value(cfg.to_dict)}, output_dir)
+    return Attached(epoch_seeding=epoch_seeding, terminate_on_nan=terminate_on_nan, evaluations=evaluations,
+                    best_checkpoint=best, early_stopping=early_stopping, history=history, lr_scheduler=lr_scheduler,
+                    training_checkpoint=training_checkpoint, to_save=to_save, **shown)
+
+
+def _train_here(cfg: TrainConfig) -> TrainResult:
+    """One process's training (a rank of a distributed job, or the only one)."""
+    return build_training(cfg).run()
+
+
+def train(cfg: TrainConfig | None = None, /, **overrides: Any) -> TrainResult:
+    """Train as ``cfg`` says (``TrainConfig`` fields as keywords override it) and return a ``TrainResult``.
+
+    ``train(epochs=3, data_dir="../shared/datasets")``, ``train(TrainConfig(recipe="fast"), seed=1)``. With
+    ``backend`` set (or under torchrun) the job is data-parallel and the result is read back from the run
+    directory that rank 0 wrote.
+    """
+    cfg = TrainConfig(**overrides) if cfg is None else cfg.replace(**overrides) if overrides else cfg
+    if not requested(cfg):
+        return _train_here(cfg)
+    check_output_dir(cfg.output_dir)
+    result = launch(_train_here, cfg)  # this process's result under torchrun; None when spawned here
+    return result if result is not None else TrainResult.from_dir(cfg.output_dir)

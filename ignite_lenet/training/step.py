@@ -1,0 +1,284 @@
+"""The training step (``TrainStep``) as an Ignite process function, replayed from one CUDA graph on a GPU
+(eager elsewhere, the same arithmetic).
+
+An eager CUDA step of LeNet-5 at batch 32 is mostly Python and kernel launches around little GPU work; a replay
+launches the whole step (forward, summed cross-entropy, backward, fused Adam) at once::
+
+    optimizer = create_optimizer(model.parameters(), "adam", lr=1e-3, device=device, graphs=True)
+    trainer, readout = create_trainer(model, optimizer, batch_size=32)   # engines.py: TrainStep + loss readout
+
+The graph reads the learning rate from a device tensor refreshed from ``param_groups[i]["lr"]`` before each
+replay, so LR schedulers work unchanged (whatever they write, float or tensor). What the graph bakes in (betas,
+eps, weight decay) is checked before each replay: a change triggers a new capture (correct, but costly if it
+happens every step, as ``OneCycleLR``'s momentum cycle does: see ``use_cuda_graphs``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from ignite.engine import Engine
+from torch import nn
+
+# optimizer settings a captured step holds as constants (the learning rate is read from a tensor instead)
+_BAKED = ("betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach", "fused", "differentiable",
+          "decoupled_weight_decay")
+
+
+def use_cuda_graphs(requested: bool | None, device: torch.device | str, world_size: int = 1,
+                    varying_betas: bool = False) -> bool:
+    """Whether training replays a CUDA graph (``--cuda-graphs`` / ``--no-cuda-graphs``; ``None`` is auto).
+
+    Auto means yes on CUDA in a single process unless a scheduler changes Adam's betas every step
+    (``varying_betas``: ``OneCycleLR`` with its default momentum cycle). CPU ignores the flag. Asking for
+    graphs where they cannot work is a ``ValueError``.
+    """
+    if torch.device(device).type != "cuda" or requested is False:
+        return False
+    if world_size > 1:
+        if requested:
+            raise ValueError("--cuda-graphs: not in data-parallel runs (DDP's gradient all-reduce is not captured); "
+                             "use --no-cuda-graphs")
+        return False
+    if varying_betas:
+        if requested:
+            raise ValueError("--cuda-graphs: --schedule onecycle changes Adam's beta1 every step, which a captured "
+                             "step holds constant; use --no-cuda-graphs")
+        return False
+    return True
+
+
+class TrainStep:
+    """Ignite process function ``(engine, (x, y)) -> per-sample loss`` of one training step; a CUDA graph on GPUs.
+
+    The batch ``(x, y)`` is already on the model's device: ``x`` ``(n, 1, 32, 32)`` float32, ``y`` ``(n,)``
+    int64, ``n <= batch_size``. The step minimises the summed cross-entropy (the notebook's
+    ``reduction="sum"``), written as per-sample losses times weights, summed: a short last batch is padded to
+    ``batch_size`` with zero-weight samples, so its loss and gradients are those of its real samples.
+
+    With ``use_graph`` the first ``warmup_steps`` steps run eagerly on a side stream (real training steps, as
+    PyTorch's CUDA-graph notes require before capture), the next one captures the step into static buffers
+    and every later one copies the batch in and replays. ``optimizer.load_state_dict`` (a resume) replaces the
+    optimizer's state tensors, so it drops the graph (a hook calls ``reset``) and the step captures again;
+    ``model.load_state_dict`` copies into the same tensors and needs nothing. Evaluating the model between
+    epochs is fine: the step puts it back in train mode. Replays do not call ``optimizer.step()``, so
+    optimizer step hooks do not run.
+
+    The returned loss is a 0-d tensor on the device, the same tensor every step (valid until the next step;
+    ``.clone()`` to keep it): reading it (``.item()``, ``TerminateOnNan``, a progress bar) waits for the GPU,
+    so read the running window instead (``take_loss_window``, ``attach_loss_readout``) every N steps.
+
+    Args:
+        model: the model, its parameters on one device.
+        optimizer: Adam or AdamW over the model's parameters; fused or ``capturable=True`` for graphs
+            (``create_optimizer(..., graphs=True)``).
+        batch_size: the size of the static batch (the training batch size).
+        label_smoothing: passed to ``F.cross_entropy``.
+        use_graph: ``None`` means on CUDA devices; ``True`` needs CUDA.
+        warmup_steps: eager steps before each capture.
+        pad_short_batches: run a short batch padded to ``batch_size`` (the graph's arithmetic) also when eager;
+            ``None`` means only with graphs. Eager steps on the short batch itself keep the notebook recipe's
+            results bit-identical on CPU (a 24-row and a 32-row GEMM may round differently).
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, batch_size: int, *,
+                 label_smoothing: float = 0.0, use_graph: bool | None = None, warmup_steps: int = 3,
+                 pad_short_batches: bool | None = None) -> None:
+        params = list(model.parameters())
+        if not params:
+            raise ValueError("TrainStep: the model has no parameters")
+        self.device = params[0].device
+        if any(p.device != self.device for p in params):
+            raise ValueError("TrainStep: the model's parameters must all be on one device")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"label_smoothing must be between 0 and 1, got {label_smoothing!r}")
+        if warmup_steps < 1:
+            raise ValueError(f"warmup_steps must be at least 1, got {warmup_steps!r}")
+        if use_graph is None:
+            use_graph = self.device.type == "cuda"
+        if use_graph and self.device.type != "cuda":
+            raise ValueError(f"TrainStep: CUDA graphs need the model on a CUDA device, not {self.device}")
+        if use_graph and not all(g.get("fused") or g.get("capturable") for g in optimizer.param_groups):
+            raise ValueError("TrainStep: the optimizer cannot be captured in a CUDA graph; create it with "
+                             "fused=True or capturable=True (create_optimizer(..., graphs=True))")
+        self.model, self.optimizer = model, optimizer
+        self.batch_size, self.label_smoothing = batch_size, float(label_smoothing)
+        self.use_graph, self.warmup_steps = use_graph, warmup_steps
+        self.pad_short_batches = use_graph if pad_short_batches is None else pad_short_batches
+        self.captures = 0  # how many graphs were captured (a resume or a changed beta captures again)
+        # static batch, allocated on the first batch (its image shape and memory layout); _real rows count
+        self._x: torch.Tensor | None = None
+        self._y: torch.Tensor | None = None
+        self._w = torch.ones(batch_size, device=self.device)  # (B,) 1 for real samples, 0 for padding
+        self._ones = torch.ones(batch_size, device=self.device)  # the weights of a full batch, eager path
+        self._real = batch_size
+        self._loss = torch.zeros((), device=self.device)  # per-sample loss of the last batch
+        self._window = torch.zeros((), device=self.device)  # summed loss since the last take_loss_window()
+        self._window_samples = 0
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._stream: torch.cuda.Stream | None = None
+        self._lrs: list[torch.Tensor] = []  # the learning rates the graph reads, one per param group
+        self._lrs_seen: list[Any] = []
+        self._baked: list[tuple[Any, ...]] = []
+        self._eager_left = warmup_steps
+        self._warned = False
+        self._hook = optimizer.register_load_state_dict_post_hook(lambda _: self.reset())
+
+    @property
+    def graphed(self) -> bool:
+        """True while a captured graph is replayed."""
+        return self._graph is not None
+
+    def reset(self) -> None:
+        """Drop the captured graph; the next steps warm up and capture again (after the optimizer's state changed)."""
+        if self._graph is not None:
+            torch.cuda.synchronize(self.device)  # the last replay is done before its memory is released
+            self._graph = None
+        self._eager_left = self.warmup_steps
+
+    def take_loss_window(self) -> tuple[torch.Tensor, int]:
+        """The summed training loss since the last call (a device tensor) and its number of samples."""
+        total = self._window.clone()
+        self._window.zero_()
+        samples, self._window_samples = self._window_samples, 0
+        return total, samples
+
+    def __call__(self, engine: Engine | None, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+        x, y = batch[0], batch[1]
+        n = x.shape[0]
+        if not 0 < n <= self.batch_size or y.shape != (n,):
+            raise ValueError(f"TrainStep: expected a batch of 1 to {self.batch_size} images with one label "
+                             f"each, got images {tuple(x.shape)} and labels {tuple(y.shape)}")
+        if not self.model.training:  # the evaluators switch it to eval mode between epochs
+            self.model.train()
+        if not self.use_graph:
+            if n == self.batch_size or not self.pad_short_batches:  # no copy into the static batch
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                self._eager(x, y, self._ones[:n])
+            else:
+                self._load(x, y)
+                self._eager(self._x, self._y, self._w)
+        else:
+            self._load(x, y)
+            if self._graph is not None:
+                self._replay()
+            elif self._eager_left > 0:
+                self._eager_left -= 1
+                self._warm_up()
+            else:
+                self._capture()
+                self._replay()
+        self._window_samples += n
+        if engine is not None and self.device.type == "cuda":
+            state = engine.state
+            if state.epoch_length and state.iteration % state.epoch_length == 0:
+                # the epoch's last step: wait for the GPU, so Ignite's epoch time holds the epoch's GPU work
+                # (the CPU runs ahead of the GPU by up to the steps between two loss readouts)
+                torch.cuda.current_stream(self.device).synchronize()
+        return self._loss
+
+    # -- the step's arithmetic, shared by every path
+
+    def _compute(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> None:
+        """Forward, weighted summed cross-entropy, backward and optimizer step; the loss goes to the static outputs."""
+        logits = self.model(x)  # (B, 10)
+        per_sample = F.cross_entropy(logits, y, reduction="none", label_smoothing=self.label_smoothing)  # (B,)
+        loss = (per_sample * w).sum()
+        loss.backward()
+        self.optimizer.step()
+        with torch.no_grad():
+            self._window.add_(loss)
+            torch.div(loss, w.sum(), out=self._loss)
+
+    def _eager(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self._compute(x, y, w)
+
+    # -- static buffers and the graph
+
+    def _load(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Copy the batch into the static buffers; pad a short batch with zero-weight, all-zero samples."""
+        n = x.shape[0]
+        if self._x is None or self._y is None:
+            layout = (torch.channels_last if x.dim() == 4 and not x.is_contiguous()
+                      and x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format)
+            self._x = torch.zeros((self.batch_size, *x.shape[1:]), dtype=x.dtype, device=self.device).contiguous(
+                memory_format=layout)
+            self._y = torch.zeros(self.batch_size, dtype=y.dtype, device=self.device)
+        static_x, static_y = self._x, self._y
+        if x.shape[1:] != static_x.shape[1:] or x.dtype != static_x.dtype or y.dtype != static_y.dtype:
+            raise ValueError(f"TrainStep: batches must keep one shape and dtype: images "
+                             f"{tuple(static_x.shape[1:])} {static_x.dtype}, labels {static_y.dtype}; got "
+                             f"{tuple(x.shape[1:])} {x.dtype}, {y.dtype}")
+        static_x[:n].copy_(x, non_blocking=True)
+        static_y[:n].copy_(y, non_blocking=True)
+        if n != self._real:
+            static_x[n:].zero_()  # padding must be finite: 0 * NaN would still be NaN
+            static_y[n:].zero_()
+            self._w[:n].fill_(1.0)
+            self._w[n:].fill_(0.0)
+            self._real = n
+
+    def _warm_up(self) -> None:
+        """One eager training step on a side stream (on the static buffers), as before a capture."""
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(self.device)
+        main = torch.cuda.current_stream(self.device)
+        self._stream.wait_stream(main)
+        with torch.cuda.stream(self._stream), warnings.catch_warnings():
+            # torch warns that a capturable optimizer runs uncaptured: these steps precede the capture
+            warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True")
+            self._eager(self._x, self._y, self._w)
+        main.wait_stream(self._stream)
+
+    def _hyperparameters(self) -> list[tuple[Any, ...]]:
+        return [tuple(group.get(key) for key in _BAKED) for group in self.optimizer.param_groups]
+
+    def _capture(self) -> None:
+        groups = self.optimizer.param_groups
+        for group in groups:
+            if any(isinstance(b, torch.Tensor) for b in group["betas"]):
+                raise ValueError("TrainStep: tensor betas are not supported; use floats")
+            if group.get("fused"):  # (__init__ refused an optimizer neither fused nor capturable)
+                group["capturable"] = True  # the fused kernel is graph-safe either way; step() checks the flag
+        self._lrs = [torch.tensor(float(g["lr"]), dtype=torch.float32, device=self.device) for g in groups]
+        self._lrs_seen = [float(g["lr"]) for g in groups]
+        lrs = [g["lr"] for g in groups]
+        self.optimizer.zero_grad(set_to_none=True)  # backward in the graph allocates the gradients from its pool
+        graph = torch.cuda.CUDAGraph()
+        try:
+            for group, lr in zip(groups, self._lrs):
+                group["lr"] = lr  # captured: replays read this tensor
+            with torch.cuda.graph(graph):
+                self._compute(self._x, self._y, self._w)
+        finally:
+            for group, lr in zip(groups, lrs):
+                group["lr"] = lr
+        self._graph = graph
+        self._baked = self._hyperparameters()
+        self.captures += 1
+
+    def _replay(self) -> None:
+        assert self._graph is not None
+        for i, group in enumerate(self.optimizer.param_groups):
+            lr = group["lr"]
+            if isinstance(lr, torch.Tensor):
+                self._lrs[i].copy_(lr, non_blocking=True)
+            elif lr != self._lrs_seen[i]:  # a scheduler changed it: one fill, no sync
+                self._lrs[i].fill_(lr)
+                self._lrs_seen[i] = lr
+        if self._hyperparameters() != self._baked:
+            if not self._warned:
+                warnings.warn("TrainStep: an optimizer setting held constant by the CUDA graph (betas, eps, "
+                              "weight decay) changed; capturing the step again", stacklevel=3)
+                self._warned = True
+            torch.cuda.synchronize(self.device)
+            self._graph = None
+            self._capture()
+        self._graph.replay()

@@ -1,0 +1,185 @@
+"""The torch-free preprocessing: the exact 28->32 resize shared by training and serving, and real-world images
+normalised the way MNIST was made."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ignite_lenet.mnist.digits import NoDigitFound, normalize_digit, read_gray
+from ignite_lenet.mnist.idx import read_mnist
+from ignite_lenet.mnist.resize import _exact_dtype, fixed_point_weights, resize, resize_weights, to_model_input
+
+
+@pytest.fixture(scope="module")
+def all_mnist(mnist_dir):
+    train, _ = read_mnist(mnist_dir, "train", download=False)
+    test, test_labels = read_mnist(mnist_dir, "test", download=False)
+    return np.concatenate([train, test]), test, test_labels
+
+
+def test_resize_is_bit_identical_to_the_training_tensors_on_all_70000_mnist_images(all_mnist):
+    import torch
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+
+    images = all_mnist[0]
+    ours = to_model_input(images)
+    # what training used before this module existed: torchvision's uint8 antialiased resize, then / 255
+    theirs = TF.resize(torch.from_numpy(images)[:, None], [32, 32], interpolation=InterpolationMode.BILINEAR,
+                       antialias=True).float().div_(255).numpy()
+    assert ours.shape == (70000, 1, 32, 32) and ours.dtype == np.float32
+    assert np.array_equal(ours, theirs)
+
+
+def test_resize_matches_pillow_and_torchvision_on_random_images():
+    import torch
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    images = np.random.default_rng(0).integers(0, 256, (500, 28, 28), dtype=np.uint8)
+    ours = resize(images)
+    pillow = np.stack([np.asarray(Image.fromarray(i).resize((32, 32), Image.BILINEAR)) for i in images])
+    tv = TF.resize(torch.from_numpy(images)[:, None], [32, 32], interpolation=InterpolationMode.BILINEAR,
+                   antialias=True)[:, 0].numpy()
+    assert np.array_equal(ours, pillow) and np.array_equal(ours, tv)
+    # other enlargements too (the arithmetic is general; reductions may differ from Pillow by one level)
+    odd = np.random.default_rng(1).integers(0, 256, (20, 17, 23), dtype=np.uint8)
+    pillow = np.stack([np.asarray(Image.fromarray(i).resize((40, 30), Image.BILINEAR)) for i in odd])
+    assert np.array_equal(resize(odd, (30, 40)), pillow)
+
+
+def test_the_coefficients_are_sixteenths_so_float32_is_exact():
+    coefficients, bits = fixed_point_weights(28, 32)
+    assert bits == 4 and coefficients.shape == (32, 28) and (coefficients.sum(axis=1) == 16).all()
+    assert (np.count_nonzero(coefficients, axis=1) <= 2).all()
+    assert _exact_dtype(coefficients, bits) is np.float32
+    np.testing.assert_allclose(resize_weights(28, 32).sum(axis=1), 1.0)
+
+
+def test_float_images_and_bad_shapes():
+    x = np.random.default_rng(0).random((3, 28, 28), dtype=np.float32)
+    out = to_model_input(x)
+    assert out.shape == (3, 1, 32, 32) and out.dtype == np.float32
+    np.testing.assert_array_equal(to_model_input(x[:, None]), out)
+    assert np.abs(out - to_model_input(np.rint(x * 255).astype(np.uint8))).max() < 3 / 255
+    for bad in (np.zeros((2, 3, 28, 28), np.uint8), np.zeros((28, 28), np.uint8), np.zeros((2, 28, 28), np.int64)):
+        with pytest.raises(ValueError):
+            to_model_input(bad)
+    assert to_model_input(np.zeros((0, 28, 28), np.uint8)).shape == (0, 1, 32, 32)
+
+
+def _png(image: Image.Image, fmt: str = "PNG") -> io.BytesIO:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    buffer.seek(0)
+    return buffer
+
+
+def _variants(digit: np.ndarray, rng: np.random.Generator) -> dict[str, Image.Image]:
+    """The same MNIST digit as users have it: dark on white, small on a page, off-centre, transparent canvases."""
+    big = np.asarray(Image.fromarray(255 - digit).resize((84, 84), Image.BILINEAR))
+    page = np.full((300, 400), 255, np.uint8)
+    r, c = rng.integers(0, 272), rng.integers(0, 372)
+    page[r : r + 28, c : c + 28] = 255 - digit  # a digit taking a few % of a white page, anywhere on it
+    paper = np.full((360, 270), 235, np.uint8)  # grey paper, a larger digit off-centre
+    ink = np.asarray(Image.fromarray(digit).resize((84, 84), Image.BILINEAR)).astype(np.int64)
+    r, c = rng.integers(0, 276), rng.integers(0, 186)
+    paper[r : r + 84, c : c + 84] = 235 - ink * 200 // 255
+    rgba = np.zeros((100, 100, 4), np.uint8)  # black ink on a transparent canvas (its RGB all black)
+    rgba[..., 3] = np.asarray(Image.fromarray(digit).resize((100, 100), Image.BILINEAR))
+    la = np.zeros((56, 56, 2), np.uint8)  # white ink on a transparent canvas
+    la[..., 0] = 255
+    la[..., 1] = np.asarray(Image.fromarray(digit).resize((56, 56), Image.BILINEAR))
+    return {"dark on white, 84x84": Image.fromarray(big), "small on a 400x300 page": Image.fromarray(page),
+            "grey paper, off-centre": Image.fromarray(paper), "RGBA, black ink": Image.fromarray(rgba, "RGBA"),
+            "LA, white ink": Image.fromarray(la, "LA"),
+            "JPEG dark on white": Image.open(_png(Image.fromarray(big), "JPEG"))}
+
+
+def test_real_world_renderings_of_mnist_digits_are_classified_as_well_as_the_originals(exported, all_mnist):
+    from ignite_lenet.inference.onnx_runtime import OnnxClassifier
+
+    clf = OnnxClassifier(exported.files["onnx"])
+    _, images, labels = all_mnist
+    images, labels = images[:300], labels[:300]
+    original = clf.predict(images)[0]
+    rng = np.random.default_rng(0)
+    predicted: dict[str, list[int]] = {}
+    for digit in images:
+        for name, image in _variants(digit, rng).items():
+            normalised, _ = normalize_digit(read_gray(_png(image)))
+            predicted.setdefault(name, []).append(int(clf.predict(normalised[None])[0][0]))
+    baseline = (original == labels).mean()
+    for name, got in predicted.items():
+        got = np.array(got)
+        # a briefly trained (~90%) model: as accurate as on the originals, and the same answer on >= 95% of them
+        assert (got == labels).mean() >= baseline - 0.015, name
+        assert (got == original).mean() >= 0.95, name
+
+
+@pytest.mark.parametrize("mode", ["L", "1", "P", "P+transparency", "I;16", "I", "F", "RGB", "CMYK", "LA", "RGBA"])
+def test_every_pillow_mode_gives_the_same_digit(all_mnist, mode):
+    digit = all_mnist[1][0]
+    page = Image.fromarray(255 - digit).resize((56, 56), Image.BILINEAR)
+    reference, inverted = normalize_digit(read_gray(_png(page)))
+    assert inverted
+    array = np.asarray(page)
+    if mode == "1":
+        image = page.point(lambda v: 255 if v > 127 else 0).convert("1")
+    elif mode == "I;16":
+        image = Image.fromarray(array.astype(np.uint16) * 257)
+    elif mode == "I":
+        image = Image.fromarray(array.astype(np.int32) * 100, "I")  # an unusual range: stretched
+    elif mode == "F":
+        image = Image.fromarray(array.astype(np.float32) / 255, "F")
+    elif mode == "P+transparency":  # the white page is the transparent palette entry
+        image = page.convert("P")
+        image.info["transparency"] = image.getpixel((0, 0))
+    else:
+        image = page.convert(mode)
+    fmt = "TIFF" if mode in ("F", "I", "CMYK") else "PNG"
+    got, inverted = normalize_digit(read_gray(_png(image, fmt)))
+    assert inverted and got.shape == (28, 28) and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - reference).mean() < (12 if mode == "1" else 2), mode
+
+
+@pytest.mark.parametrize("gray, message", [
+    (np.ones((64, 64)), "blank or uniform"),
+    (np.full((28, 28), 0.4), "blank or uniform"),
+    (np.zeros((1, 1)), "too small"),
+    (np.zeros((5, 300)), "too small"),
+    (np.pad(np.ones((2, 2)), 499), "specks"),
+])
+def test_images_without_a_digit_are_no_digit_found(gray, message):
+    with pytest.raises(NoDigitFound, match=message):
+        normalize_digit(gray)
+
+
+def test_noise_on_a_blank_page_is_no_digit():
+    page = 0.95 + np.random.default_rng(0).normal(0, 0.02, (200, 200))
+    with pytest.raises(NoDigitFound):
+        normalize_digit(np.clip(page, 0, 1))
+
+
+def test_an_mnist_digit_comes_back_exactly_and_centred_digits_stay_centred(all_mnist):
+    digit = all_mnist[1][0]
+    assert np.array_equal(normalize_digit(digit / 255)[0], digit)
+    assert np.array_equal(normalize_digit((255 - digit) / 255)[0], digit)  # dark on light: inverted
+    big = np.asarray(Image.fromarray(digit).resize((280, 280), Image.BILINEAR)) / 255
+    normalised, inverted = normalize_digit(big)
+    mass = normalised.astype(float)
+    centre = [(mass.sum(axis=1 - a) * np.arange(28)).sum() / mass.sum() for a in (0, 1)]
+    assert not inverted and np.allclose(centre, 14, atol=0.75)
+    rows, cols = np.nonzero(normalised)
+    assert max(np.ptp(rows), np.ptp(cols)) + 1 <= 20
+
+
+def test_decompression_bombs_are_refused_before_decoding(tmp_path):
+    path = tmp_path / "bomb.png"
+    Image.new("1", (8000, 6000)).save(path)  # 48 megapixels in a few kilobytes
+    assert path.stat().st_size < 100_000
+    with pytest.raises(ValueError, match="above the limit"):
+        read_gray(path)

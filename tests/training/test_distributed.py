@@ -1,0 +1,223 @@
+"""Data-parallel training with ignite.distributed on real MNIST: spawned, under torchrun, as two "nodes"."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import PYTHON, python_env, truncated_mnist_copy
+
+from ignite_lenet import checkpoints
+from ignite_lenet.config import TrainConfig
+from ignite_lenet.files import read_json
+from ignite_lenet.spec import BEST_MODEL, CONFIG, CONFUSION_MATRIX, CURVES, HISTORY, METRICS, TRAINING_CHECKPOINT
+from ignite_lenet.train import main
+from ignite_lenet.training.data import InMemoryLoader
+from ignite_lenet.training.distributed import failure_line, launch, place, resolve_backend, threads_per_process
+from ignite_lenet.training.engines import create_evaluator
+
+TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train_args(mnist_dir, out, *extra):
+    return ["--data-dir", str(mnist_dir), "--no-download", "--output-dir", str(out), "--epochs", "2",
+            "--epoch-length", "150", "--no-progress", *extra]
+
+
+def _check_run(out: Path, mnist_data, world_size: int):
+    """One set of artifacts whose validation metrics equal a single-process evaluation of the same weights."""
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted([BEST_MODEL, TRAINING_CHECKPOINT, HISTORY, CURVES,
+                            METRICS, CONFIG, CONFUSION_MATRIX])
+    metrics = read_json(out / METRICS)
+    assert metrics["world_size"] == world_size and metrics["epochs_run"] == 2
+    model, best = checkpoints.load_best_model(out / BEST_MODEL)  # loads like a single-process run's
+    single = create_evaluator(model).run(InMemoryLoader(mnist_data.val, 1000)).metrics
+    assert single["accuracy"] == pytest.approx(best["val_accuracy"], abs=1e-9)
+    assert single["loss"] == pytest.approx(best["val_loss"], rel=1e-4)
+    test = create_evaluator(model).run(InMemoryLoader(mnist_data.test, 1000)).metrics
+    assert test["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-9)
+    assert best["val_accuracy"] > 0.85
+    # every process saw 150 iterations per epoch of its own shard: 2 x 150 x 32 images per epoch in all
+    trainer = torch.load(out / TRAINING_CHECKPOINT, weights_only=True)["trainer"]
+    assert trainer["iteration"] == 300
+
+
+def test_two_spawned_gloo_processes_train_one_model(mnist_dir, mnist_data, tmp_path):
+    done = subprocess.run([PYTHON, "-m", "ignite_lenet.train", *_train_args(mnist_dir, tmp_path),
+                           "--backend", "gloo", "--nproc-per-node", "2"],
+                          env=python_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("test accuracy") == 1  # only rank 0 logs
+    assert "2 process(es)" in done.stdout
+    _check_run(tmp_path, mnist_data, world_size=2)
+
+
+def test_resume_of_a_distributed_run(mnist_dir, mnist_data, tmp_path):
+    base = _train_args(mnist_dir, tmp_path, "--backend", "gloo", "--nproc-per-node", "2")
+    assert main([*base[:-5], "--epochs", "1", "--epoch-length", "150", "--no-progress"]) == 0
+    assert main([*base, "--resume"]) == 0
+    _check_run(tmp_path, mnist_data, world_size=2)
+
+
+def test_torchrun_launch(mnist_dir, mnist_data, tmp_path):
+    done = subprocess.run([TORCHRUN, "--nproc-per-node", "2", "--master-port", str(_free_port()),
+                           "-m", "ignite_lenet.train", *_train_args(mnist_dir, tmp_path), "--backend", "gloo"],
+                          env=python_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _check_run(tmp_path, mnist_data, world_size=2)
+
+
+@pytest.mark.slow
+def test_two_local_nodes_under_torchrun(mnist_dir, mnist_data, tmp_path):
+    port = str(_free_port())
+    nodes = [subprocess.Popen([TORCHRUN, "--nnodes", "2", "--node-rank", str(rank), "--master-addr", "127.0.0.1",
+                               "--master-port", port, "--nproc-per-node", "1", "-m", "ignite_lenet.train",
+                               *_train_args(mnist_dir, tmp_path), "--backend", "gloo"],
+                              env=python_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rank in (0, 1)]
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    _check_run(tmp_path, mnist_data, world_size=2)
+
+
+def test_a_failing_rank_ends_the_job_with_one_line(mnist_dir, tmp_path, capsys):
+    # the files are present (the launcher's check passes), but every rank finds one truncated when loading it
+    corrupt = truncated_mnist_copy(mnist_dir, tmp_path / "corrupt")
+    code = main(["--data-dir", str(corrupt), "--no-download", "--output-dir", str(tmp_path / "out"),
+                 "--backend", "gloo", "--nproc-per-node", "2", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "truncated" in err and err.count("\n") == 1, err
+
+
+def test_missing_data_is_reported_before_spawning(tmp_path, capsys):
+    code = main(["--data-dir", str(tmp_path), "--no-download", "--output-dir", str(tmp_path / "out"),
+                 "--backend", "gloo", "--nproc-per-node", "2", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "not found in" in err and err.count("\n") == 1, err
+
+
+def test_backend_checks():
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="^--nproc-per-node 2 needs 2 GPUs, this machine has 0; use --backend"):
+            resolve_backend(TrainConfig(backend="nccl", nproc_per_node=2))
+    assert resolve_backend(TrainConfig(backend="gloo")) == "gloo"
+    placement = place(TrainConfig(backend="gloo", nproc_per_node=2))
+    assert placement.backend == "gloo" and placement.hide_gpus  # CPU processes, whatever the machine has
+    assert threads_per_process(2) >= 1
+
+
+def test_nccl_with_too_few_gpus_is_refused_before_spawning(tmp_path, capsys):
+    gpus = torch.cuda.device_count()
+    code = main(["--data-dir", str(tmp_path), "--no-download", "--output-dir", str(tmp_path / "out"),
+                 "--backend", "nccl", "--nproc-per-node", str(gpus + 1), "--no-progress"])
+    err = capsys.readouterr().err
+    # refused before the data check and before any process exists (or: this torch build has no nccl at all)
+    assert code == 2 and err.count("\n") == 1, err
+    assert (f"--nproc-per-node {gpus + 1} needs {gpus + 1} GPU" in err
+            and f"this machine has {gpus}; use --backend gloo for CPU processes" in err) or "not available" in err, err
+
+
+# What CUDA reports for `torch.cuda.set_device(1)` on a one-GPU machine, as torch.multiprocessing carries it
+CUDA_FAILURE = """
+
+-- Process 1 terminated with the following error:
+Traceback (most recent call last):
+  File "/venv/lib/python3.12/site-packages/torch/multiprocessing/spawn.py", line 90, in _wrap
+    fn(i, *args)
+  File "/venv/lib/python3.12/site-packages/ignite/distributed/comp_models/native.py", line 137, in _create_from_backend
+    torch.cuda.set_device(self._local_rank)
+    ~~~~~~~~~~~~~~~~~~~~~^^^^^^^^^^^^^^^^^^
+torch.AcceleratorError: CUDA error: invalid device ordinal
+GPU device may be out of range, do you have enough GPUs?
+Search for `cudaErrorInvalidDevice' in https://docs.nvidia.com/cuda/cuda-runtime-api/group__cuda__runtime__api\
+__structs__enums.html for more information.
+CUDA kernel errors might be asynchronously reported at some other API call, so the stacktrace below might be incorrect.
+For debugging consider passing CUDA_LAUNCH_BLOCKING=1
+Compile with `TORCH_USE_CUDA_DSA` to enable device-side assertions.
+"""
+
+CHAINED_FAILURE = """
+-- Process 0 terminated with the following error:
+Traceback (most recent call last):
+  File "a.py", line 3, in f
+    open(path)
+FileNotFoundError: [Errno 2] No such file or directory: 'x'
+
+During handling of the above exception, another exception occurred:
+
+Traceback (most recent call last):
+  File "a.py", line 5, in f
+    raise RuntimeError(
+RuntimeError:
+  the data went missing
+For debugging consider passing CUDA_LAUNCH_BLOCKING=1
+"""
+
+
+@pytest.mark.parametrize("text, expected", [
+    (CUDA_FAILURE, "torch.AcceleratorError: CUDA error: invalid device ordinal"),
+    (CHAINED_FAILURE, "RuntimeError: the data went missing"),
+    ("Traceback (most recent call last):\n  File \"w.py\", line 1\n"
+     "ignite_lenet.training.distributed.WorkerError: train-labels-idx1-ubyte is truncated\n",
+     "train-labels-idx1-ubyte is truncated"),
+    ("process 1 terminated with signal SIGKILL", "process 1 terminated with signal SIGKILL"),
+    ("CUDA error: out of memory\nCompile with `TORCH_USE_CUDA_DSA` to enable device-side assertions.",
+     "CUDA error: out of memory"),
+])
+def test_the_line_that_says_what_failed(text, expected):
+    assert failure_line(text) == expected
+
+
+def fail_like_cuda_on_rank_1(cfg: TrainConfig) -> dict:
+    """A train function for spawned processes: rank 1 fails with CUDA's multi-line message."""
+    import time
+
+    import ignite.distributed as idist
+
+    idist.barrier()
+    if idist.get_rank() == 1:
+        raise RuntimeError(CUDA_FAILURE.split("torch.AcceleratorError: ", 1)[1])
+    time.sleep(300)  # rank 0 waits, without failing itself, until the launcher ends it
+    return {}
+
+
+def report_devices(cfg: TrainConfig) -> dict:
+    """A train function for spawned processes: what each one sees."""
+    import ignite.distributed as idist
+
+    from ignite_lenet.training.devices import resolve_device
+
+    report = {"visible": os.environ.get("CUDA_VISIBLE_DEVICES"), "cuda": torch.cuda.is_available(),
+              "device": str(resolve_device(cfg.device)), "idist": str(idist.device())}
+    Path(cfg.output_dir, f"rank{idist.get_rank()}.json").write_text(json.dumps(report))
+    return report
+
+
+def test_a_rank_failing_with_a_multi_line_cuda_error_is_named_in_one_line(mnist_dir, tmp_path):
+    cfg = TrainConfig(data_dir=str(mnist_dir), download=False, output_dir=str(tmp_path), backend="gloo",
+                      nproc_per_node=2)
+    with pytest.raises(ValueError) as error:
+        launch(fail_like_cuda_on_rank_1, cfg)
+    assert str(error.value) == "process 1 failed: RuntimeError: CUDA error: invalid device ordinal"
+
+
+def test_gloo_processes_see_no_gpu_and_train_on_cpu(mnist_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    cfg = TrainConfig(data_dir=str(mnist_dir), download=False, output_dir=str(tmp_path), backend="gloo",
+                      nproc_per_node=2)
+    launch(report_devices, cfg)
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ  # the launcher's environment is restored
+    for rank in (0, 1):
+        report = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert report == {"visible": "", "cuda": False, "device": "cpu", "idist": "cpu"}

@@ -1,0 +1,355 @@
+"""TrainStep: the padded, weighted step equals the plain summed step (CPU, real MNIST); on CUDA the graph
+replays give the eager step's weights, follow LR changes, handle short batches and resume (skipped without CUDA)."""
+
+import copy
+import io
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from ignite.engine import Engine, Events, create_supervised_trainer
+from torch.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR
+
+from ignite_lenet.model import LeNet5, optimize_layout
+from ignite_lenet.training.data import InMemoryLoader
+from ignite_lenet.training.engines import create_evaluator
+from ignite_lenet.training.handlers import attach_loss_readout
+from ignite_lenet.training.notebook_baseline import notebook_loss
+from ignite_lenet.training.optim import create_optimizer
+from ignite_lenet.training.step import TrainStep, use_cuda_graphs
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _model(device="cpu", seed=0):
+    torch.manual_seed(seed)
+    return optimize_layout(LeNet5()).to(device)
+
+
+def _pair(device="cpu", graphs=False, name="adam", weight_decay=0.0):
+    """Two identical models, each with its own optimizer."""
+    models = [_model(device), _model(device)]
+    return [(m, create_optimizer(m.parameters(), name, 1e-3, weight_decay, device, graphs)) for m in models]
+
+
+def _plain_step(model, optimizer, x, y, label_smoothing=0.0):
+    """The notebook's step: summed cross-entropy over the real samples, nothing padded."""
+    model.train()
+    optimizer.zero_grad()
+    loss = F.cross_entropy(model(x), y, reduction="sum", label_smoothing=label_smoothing)
+    loss.backward()
+    optimizer.step()
+    return loss.item() / len(y)
+
+
+def _max_difference(a, b):
+    return max((p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters()))
+
+
+def _batches(split, sizes, device="cpu", seed=0):
+    """Real MNIST batches of the given sizes, drawn in a seeded order."""
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+    start, out = 0, []
+    for n in sizes:
+        idx = order[start:start + n]
+        start += n
+        out.append((split.images[idx].to(device), split.labels[idx].to(device)))
+    return out
+
+
+# -- CPU: the same math as the plain summed step
+
+
+def _reference_trainer(model, optimizer):
+    """Ignite's own supervised trainer with the notebook's summed loss: the step before CUDA graphs."""
+    return create_supervised_trainer(model, optimizer, notebook_loss())
+
+
+def test_full_batches_in_an_engine_match_ignites_supervised_trainer_bit_for_bit(mnist_data):
+    (model_a, opt_a), (model_b, opt_b) = _pair()
+    loader = InMemoryLoader(mnist_data.train, 32, shuffle=True, seed=0, max_batches=40)
+    _reference_trainer(model_a, opt_a).run(loader, max_epochs=2)
+    step = TrainStep(model_b, opt_b, batch_size=32)
+    assert not step.use_graph  # CPU: eager
+    trainer = Engine(step)
+    trainer.run(loader, max_epochs=2)
+    for p, q in zip(model_a.parameters(), model_b.parameters()):
+        assert torch.equal(p, q)
+    assert isinstance(trainer.state.output, torch.Tensor) and trainer.state.output.shape == ()
+
+
+def test_eager_steps_on_a_short_last_batch_match_ignites_trainer_bit_for_bit(mnist_data):
+    """On CPU a short batch runs as itself (no padding): the notebook recipe's full epochs stay bit-identical."""
+    (model_a, opt_a), (model_b, opt_b) = _pair()
+    split = mnist_data.train.subset(torch.arange(1000))  # 31 batches of 32, then one of 8
+    loader = InMemoryLoader(split, 32, shuffle=True, seed=0)
+    _reference_trainer(model_a, opt_a).run(loader, max_epochs=2)
+    Engine(TrainStep(model_b, opt_b, batch_size=32)).run(loader, max_epochs=2)
+    for p, q in zip(model_a.parameters(), model_b.parameters()):
+        assert torch.equal(p, q)
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_short_batches_are_padded_with_zero_weight_samples(mnist_data, label_smoothing):
+    (model_a, opt_a), (model_b, opt_b) = _pair()
+    step = TrainStep(model_b, opt_b, batch_size=32, label_smoothing=label_smoothing, pad_short_batches=True)
+    for x, y in _batches(mnist_data.train, [32, 20, 32, 7, 7, 32, 1, 32]):
+        plain = _plain_step(model_a, opt_a, x, y, label_smoothing)
+        ours = step(None, (x, y)).item()
+        assert ours == pytest.approx(plain, rel=1e-6)
+        for p, q in zip(model_a.parameters(), model_b.parameters()):
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-6)
+    assert _max_difference(model_a, model_b) < 1e-6
+    assert step._x is not None and step._x[1:].abs().sum() == 0  # padding is zeros, not stale images
+
+
+def test_adamw_with_weight_decay_matches_the_plain_step(mnist_data):
+    (model_a, opt_a), (model_b, opt_b) = _pair(name="adamw", weight_decay=0.05)
+    assert isinstance(opt_b, torch.optim.AdamW) and opt_b.param_groups[0]["weight_decay"] == 0.05
+    step = TrainStep(model_b, opt_b, batch_size=32)
+    for x, y in _batches(mnist_data.train, [32, 32, 16, 32]):
+        _plain_step(model_a, opt_a, x, y)
+        step(None, (x, y))
+    assert _max_difference(model_a, model_b) < 1e-6
+
+
+def test_engine_with_schedulers_and_the_loss_readout(mnist_data):
+    """Cosine per epoch and one-cycle per iteration, as train.py attaches them: identical weights and lrs."""
+    (model_a, opt_a), (model_b, opt_b) = _pair()
+    loader = InMemoryLoader(mnist_data.train, 32, shuffle=True, seed=1, max_batches=25)
+    trainers = [_reference_trainer(model_a, opt_a), Engine(TrainStep(model_b, opt_b, batch_size=32))]
+    lrs = [[], []]
+    for trainer, opt, seen in zip(trainers, (opt_a, opt_b), lrs):
+        cosine, cycle = CosineAnnealingLR(opt, T_max=2, eta_min=1e-5), OneCycleLR(opt, 3e-3, total_steps=75)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _, s=cosine: s.step())
+        trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda _, s=cycle: s.step())
+        trainer.add_event_handler(Events.ITERATION_COMPLETED,
+                                  lambda _, o=opt, s=seen: s.append(o.param_groups[0]["lr"]))
+    step = trainers[1]._process_function
+    readout = attach_loss_readout(trainers[1], step, every=10)
+    losses = []
+    trainers[1].add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output.item()))
+    window = []
+    trainers[1].add_event_handler(readout.event, lambda: window.append(readout.value))
+    for trainer in trainers:
+        trainer.run(loader, max_epochs=3)
+    assert lrs[0] == lrs[1] and len(set(lrs[1])) > 50
+    for p, q in zip(model_a.parameters(), model_b.parameters()):
+        assert torch.equal(p, q)
+    # the readout is the mean of the per-step losses of its window (10 steps, or the epoch's last 5)
+    assert window[0] == pytest.approx(sum(losses[:10]) / 10, rel=1e-5)
+    assert window[2] == pytest.approx(sum(losses[20:25]) / 5, rel=1e-5)
+
+
+def test_a_reloaded_optimizer_state_resets_the_step(mnist_data):
+    (model, opt), _ = _pair()
+    step = TrainStep(model, opt, batch_size=32)
+    resets = []
+    step.reset = lambda: resets.append(True)  # what the load hook calls
+    x, y = _batches(mnist_data.train, [32])[0]
+    step(None, (x, y))
+    opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+    assert resets == [True]
+
+
+def test_bad_batches_and_settings_are_refused(mnist_data):
+    (model, opt), _ = _pair()
+    step = TrainStep(model, opt, batch_size=8, pad_short_batches=True)  # the static batch, as graphs use
+    x, y = _batches(mnist_data.train, [9])[0]
+    with pytest.raises(ValueError, match="expected a batch of 1 to 8 images"):
+        step(None, (x, y))
+    step(None, (x[:8], y[:8]))
+    step(None, (x[:5], y[:5]))  # a short batch: copied into the static batch
+    with pytest.raises(ValueError, match="one shape and dtype"):
+        step(None, (x[:4, :, :16], y[:4]))
+    with pytest.raises(ValueError, match="CUDA graphs need the model on a CUDA device"):
+        TrainStep(model, opt, batch_size=8, use_graph=True)
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainStep(model, opt, batch_size=0)
+    with pytest.raises(ValueError, match="one of adam, adamw"):
+        create_optimizer(model.parameters(), "sgd")
+    plain = torch.optim.Adam(model.parameters(), foreach=True)
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match="cannot be captured"):
+            TrainStep(model.cuda(), plain, batch_size=8, use_graph=True)
+
+
+def test_when_graphs_are_used():
+    assert use_cuda_graphs(None, "cuda") and use_cuda_graphs(True, "cuda")
+    assert not use_cuda_graphs(False, "cuda")
+    assert not use_cuda_graphs(True, "cpu") and not use_cuda_graphs(None, "cpu")  # CPU ignores the flag
+    assert not use_cuda_graphs(None, "cuda", world_size=2)
+    assert not use_cuda_graphs(None, "cuda", varying_betas=True)
+    with pytest.raises(ValueError, match="data-parallel"):
+        use_cuda_graphs(True, "cuda", world_size=2)
+    with pytest.raises(ValueError, match="onecycle"):
+        use_cuda_graphs(True, "cuda", varying_betas=True)
+
+
+# -- CUDA: graph replays against eager steps (skipped without a GPU)
+
+
+def _run(step, batches):
+    for batch in batches:
+        step(None, batch)
+
+
+@cuda
+@pytest.mark.cuda
+def test_graph_replays_give_the_eager_weights(mnist_data):
+    (model_g, opt_g), (model_e, opt_e) = _pair("cuda", graphs=True)
+    graphed = TrainStep(model_g, opt_g, batch_size=32)
+    eager = TrainStep(model_e, opt_e, batch_size=32, use_graph=False)
+    sizes = [32] * 49 + [20]
+    batches = _batches(mnist_data.train, sizes * 6, "cuda")  # 300 steps, a short batch every 50
+    losses = []
+    for batch in batches:
+        losses.append((graphed(None, batch).clone(), eager(None, batch).clone()))
+    assert graphed.graphed and graphed.captures == 1 and not eager.graphed
+    assert _max_difference(model_g, model_e) < 1e-5
+    assert max(abs(a.item() - b.item()) for a, b in losses) < 1e-4
+
+
+@cuda
+@pytest.mark.cuda
+def test_replays_follow_the_learning_rate(mnist_data):
+    (model_g, opt_g), (model_e, opt_e) = _pair("cuda", graphs=True)
+    graphed = TrainStep(model_g, opt_g, batch_size=32)
+    eager = TrainStep(model_e, opt_e, batch_size=32, use_graph=False)
+    batches = _batches(mnist_data.train, [32] * 60, "cuda")
+    _run(graphed, batches[:10])
+    _run(eager, batches[:10])
+    assert graphed.graphed
+    for opt in (opt_g, opt_e):
+        opt.param_groups[0]["lr"] = 0.0
+    before = [p.detach().clone() for p in model_g.parameters()]
+    graphed(None, batches[10])
+    eager(None, batches[10])
+    assert all(torch.equal(p, q) for p, q in zip(before, model_g.parameters()))  # lr 0: nothing moved
+    for opt in (opt_g, opt_e):
+        opt.param_groups[0]["lr"] = 2e-3
+    schedulers = [CosineAnnealingLR(opt, T_max=5, eta_min=1e-5) for opt in (opt_g, opt_e)]
+    for i in range(11, 60):
+        graphed(None, batches[i])
+        eager(None, batches[i])
+        for s in schedulers:
+            s.step()
+    assert graphed.captures == 1
+    assert _max_difference(model_g, model_e) < 1e-5
+
+
+@cuda
+@pytest.mark.cuda
+def test_resume_recaptures_and_continues_like_an_uninterrupted_run(mnist_data):
+    (model, opt), (fresh_model, fresh_opt) = _pair("cuda", graphs=True)
+    step = TrainStep(model, opt, batch_size=32)
+    batches = _batches(mnist_data.train, [32] * 40 + [12] + [32] * 40, "cuda")
+    _run(step, batches[:30])
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, buffer)
+    _run(step, batches[30:])
+    uninterrupted = [p.detach().clone() for p in model.parameters()]
+    # resume into the same objects: the optimizer's state tensors are replaced, the step captures again
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    assert not step.graphed
+    _run(step, batches[30:])
+    assert step.captures == 2
+    assert max((p - q).abs().max().item() for p, q in zip(uninterrupted, model.parameters())) < 1e-5
+    # and into new objects, as a new process would
+    fresh_model.load_state_dict(saved["model"])
+    fresh_opt.load_state_dict(saved["optimizer"])
+    _run(TrainStep(fresh_model, fresh_opt, batch_size=32), batches[30:])
+    assert max((p - q).abs().max().item() for p, q in zip(uninterrupted, fresh_model.parameters())) < 1e-5
+
+
+@cuda
+@pytest.mark.cuda
+def test_an_engine_with_evaluation_between_epochs(mnist_data):
+    (model_g, opt_g), (model_e, opt_e) = _pair("cuda", graphs=True)
+    train = mnist_data.train.to("cuda")
+    loader = InMemoryLoader(train, 32, shuffle=True, seed=0, max_batches=60)
+    val = InMemoryLoader(mnist_data.val, 1024)
+    results = []
+    for model, opt, use_graph in ((model_g, opt_g, True), (model_e, opt_e, False)):
+        step = TrainStep(model, opt, batch_size=32, use_graph=use_graph)
+        trainer = Engine(step)
+        evaluator = create_evaluator(model, "cuda")
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _, ev=evaluator: ev.run(val))
+        scheduler = CosineAnnealingLR(opt, T_max=2, eta_min=1e-5)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _, s=scheduler: s.step())
+        trainer.run(loader, max_epochs=3)
+        results.append(evaluator.state.metrics)
+    assert _max_difference(model_g, model_e) < 1e-5
+    assert results[0]["accuracy"] == pytest.approx(results[1]["accuracy"], abs=2e-3)
+
+
+@cuda
+@pytest.mark.cuda
+def test_a_changed_beta_is_captured_again(mnist_data):
+    (model_g, opt_g), (model_e, opt_e) = _pair("cuda", graphs=True)
+    graphed = TrainStep(model_g, opt_g, batch_size=32)
+    eager = TrainStep(model_e, opt_e, batch_size=32, use_graph=False)
+    batches = _batches(mnist_data.train, [32] * 20, "cuda")
+    _run(graphed, batches[:10])
+    _run(eager, batches[:10])
+    for opt in (opt_g, opt_e):
+        opt.param_groups[0]["betas"] = (0.8, 0.999)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _run(graphed, batches[10:])
+    _run(eager, batches[10:])
+    assert graphed.captures == 2 and any("capturing the step again" in str(w.message) for w in caught)
+    assert _max_difference(model_g, model_e) < 1e-5
+
+
+@cuda
+@pytest.mark.cuda
+def test_evaluation_on_cuda_makes_no_host_sync_per_batch(mnist_data):
+    """Ignite's Accuracy and Loss accumulate on the device: iterations never wait for the GPU."""
+    model = _model("cuda")
+    evaluator = create_evaluator(model, "cuda")
+    evaluator.add_event_handler(Events.ITERATION_STARTED, lambda: torch.cuda.set_sync_debug_mode("error"))
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda: torch.cuda.set_sync_debug_mode("default"))
+    val = mnist_data.val
+    loader = [(val.images[i:i + 1024].cuda(), val.labels[i:i + 1024].cuda()) for i in range(0, 4096, 1024)]
+    create_evaluator(model, "cuda").run(loader[:1])  # lazy CUDA initialisation (handles, workspaces) first
+    try:
+        metrics = evaluator.run(loader).metrics
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+
+
+@cuda
+@pytest.mark.cuda
+def test_deterministic_graph_runs_are_identical(mnist_data):
+    from ignite_lenet.training.devices import configure_determinism
+
+    weights = []
+    with configure_determinism(True):
+        for _ in range(2):
+            (model, opt), _ = _pair("cuda", graphs=True)
+            _run(TrainStep(model, opt, batch_size=32), _batches(mnist_data.train, [32] * 50 + [9], "cuda"))
+            weights.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(p, q) for p, q in zip(*weights))
+
+
+def test_a_nan_loss_stops_training_at_the_next_readout(mnist_data):
+    from ignite.handlers import TerminateOnNan
+
+    (model, opt), _ = _pair()
+    batches = _batches(mnist_data.train, [32] * 12)
+    batches[6][0][0, 0, 0, 0] = float("nan")  # one pixel of one image of step 7
+    step = TrainStep(model, opt, batch_size=32)
+    trainer = Engine(step)
+    readout = attach_loss_readout(trainer, step, every=5)
+    trainer.add_event_handler(readout.event, TerminateOnNan(output_transform=lambda _: readout.value))
+    epochs_completed = []
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda: epochs_completed.append(True))
+    trainer.run(batches, max_epochs=2)
+    assert trainer.state.iteration == 10 and readout.value != readout.value  # stopped at the readout after it: NaN
+    assert not epochs_completed
