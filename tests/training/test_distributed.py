@@ -91,6 +91,40 @@ def test_two_local_nodes_under_torchrun(mnist_dir, mnist_data, tmp_path):
     _check_run(tmp_path, mnist_data, world_size=2)
 
 
+def _two_nodes(mnist_dir, dirs, *extra) -> list[tuple[int, str, str]]:
+    """Two torchrun "nodes" of one process each on loopback (gloo), node k writing into ``dirs[k]``."""
+    port = str(_free_port())
+    nodes = [subprocess.Popen([TORCHRUN, "--nnodes", "2", "--node-rank", str(rank), "--master-addr", "127.0.0.1",
+                               "--master-port", port, "--nproc-per-node", "1", "-m", "ignite_lenet.train",
+                               "--data-dir", str(mnist_dir), "--no-download", "--output-dir", str(dirs[rank]),
+                               "--epoch-length", "40", "--no-progress", "--backend", "gloo", *extra],
+                              env=python_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rank in (0, 1)]
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    return [(node.returncode, out, err) for node, (out, err) in zip(nodes, outputs)]
+
+
+@pytest.mark.slow
+def test_two_nodes_that_share_no_disk_train_test_and_resume(mnist_dir, tmp_path):
+    # each node has its own --output-dir (cloud machines without shared storage): rank 0 alone writes and reads
+    # the run; the best weights for the test and the checkpoint of --resume reach node 1 through idist.broadcast
+    dirs = [tmp_path / "node0", tmp_path / "node1"]
+    first = _two_nodes(mnist_dir, dirs, "--epochs", "1")
+    assert [code for code, _, _ in first] == [0, 0], first[0][2][-2000:] + first[1][2][-2000:]
+    assert sorted(p.name for p in dirs[0].iterdir()) == sorted([BEST_MODEL, TRAINING_CHECKPOINT, HISTORY, CURVES,
+                                                                METRICS, CONFIG, CONFUSION_MATRIX])
+    assert not dirs[1].exists() or not any(dirs[1].iterdir())  # node 1 wrote nothing
+    assert read_json(dirs[0] / METRICS)["world_size"] == 2
+
+    again = _two_nodes(mnist_dir, dirs, "--epochs", "2", "--resume")
+    assert [code for code, _, _ in again] == [0, 0], again[0][2][-2000:] + again[1][2][-2000:]
+    assert "resumed from" in again[0][1] and "at epoch 1" in again[0][1]
+    metrics = read_json(dirs[0] / METRICS)
+    assert metrics["epochs_run"] == 2 and metrics["world_size"] == 2
+    assert torch.load(dirs[0] / TRAINING_CHECKPOINT, weights_only=True)["trainer"]["iteration"] == 80
+    assert not dirs[1].exists() or not any(dirs[1].iterdir())
+
+
 def test_a_failing_rank_ends_the_job_with_one_line(mnist_dir, tmp_path, capsys):
     # the files are present (the launcher's check passes), but every rank finds one truncated when loading it
     corrupt = truncated_mnist_copy(mnist_dir, tmp_path / "corrupt")
