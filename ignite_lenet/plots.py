@@ -6,6 +6,7 @@ and a saved one is written atomically, whatever backend the caller uses. Neither
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,22 @@ from ignite_lenet.files import atomic_write
 from ignite_lenet.spec import CLASS_NAMES
 
 
+class InlineFigure(Figure):
+    """A ``Figure`` that Jupyter shows as a picture when it ends a cell, with no ``%matplotlib inline`` first.
+
+    A bare ``Figure`` has no display formatter until pyplot's backend registers one (it shows as the text
+    ``<Figure size ...>``); ``_repr_png_`` is IPython's own protocol, so no backend is switched or imported.
+    """
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=100)
+        return buffer.getvalue()
+
+
 def new_figure(figsize: tuple[float, float], ncols: int = 1) -> tuple[Figure, Any]:
-    """A ``Figure`` with ``ncols`` axes side by side (no pyplot, no backend switch)."""
-    fig = Figure(figsize=figsize, layout="constrained")
+    """A ``Figure`` with ``ncols`` axes side by side (no pyplot, no backend switch), shown inline in Jupyter."""
+    fig = InlineFigure(figsize=figsize, layout="constrained")
     axes = fig.subplots(1, ncols)
     return fig, axes
 

@@ -10,6 +10,7 @@ import logging
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -302,6 +303,11 @@ def attach_progress_bar(trainer: Engine, readout: LossReadout) -> ProgressBar | 
     running per-sample loss of ``readout``, updated when it is read; nothing when output goes to a file or pipe."""
     if not (sys.stderr.isatty() or in_notebook()):
         return None
+    with warnings.catch_warnings():  # tqdm warns that it picked its notebook widget: that is the intent here
+        from tqdm import TqdmExperimentalWarning
+
+        warnings.simplefilter("ignore", TqdmExperimentalWarning)
+        import tqdm.autonotebook  # noqa: F401 - imported once, here, so Ignite's import of it stays quiet
     bar = ProgressBar(persist=False)
     bar.attach(trainer, output_transform=lambda _: {"loss": _finite_or_nan(readout.value)},
                event_name=readout.event)
