@@ -25,7 +25,7 @@ def get_args_parser() -> ArgumentParser:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="N",
                         help="the seeds to train, in order (default: 0 1 2)")
     add_config_arguments(parser, defaults={"output_dir": (
-        DEFAULT_SEEDS_DIR, "directory holding one seed-N run directory per seed and seeds.json (default: %(default)s)")},
+        DEFAULT_SEEDS_DIR, "directory holding one seed-N run directory per seed and seeds.json")},
         hidden=("seed",))
     return parser
 

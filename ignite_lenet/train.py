@@ -2,7 +2,7 @@
 
     python -m ignite_lenet.train                                   # the notebook's recipe, downloads MNIST to ./data
     python -m ignite_lenet.train --data-dir ../shared/datasets --epochs 3
-    python -m ignite_lenet.train --recipe best                     # >= 99.4% test accuracy, the same LeNet-5
+    python -m ignite_lenet.train --recipe best                     # the most accurate recipe, the same LeNet-5
     python -m ignite_lenet.train --config runs/lenet5/config.json  # reproduce an earlier run
     python -m ignite_lenet.train --resume                          # continue runs/lenet5 where it stopped
 
