@@ -35,7 +35,7 @@ from torch import nn
 
 from ignite_lenet.checkpoints import best_model_from, load_best_model
 from ignite_lenet.config import TrainConfig
-from ignite_lenet.files import check_output_dir, read_json, write_json
+from ignite_lenet.files import WriteError, check_output_dir, read_json, write_json
 from ignite_lenet.mnist.idx import ensure_mnist
 from ignite_lenet.model import LeNet5, Standardized, count_parameters, model_summary, optimize_layout
 from ignite_lenet.plots import curves_figure, plot_confusion_matrix
@@ -299,10 +299,27 @@ def _build(cfg: TrainConfig, logger: logging.Logger, determinism: ExitStack) -> 
                     determinism=determinism)
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """The run's log on standard output: a line that cannot be written there (a full disk behind a redirect, a
+    closed pipe) ends the run with a one-line ``WriteError``, not with logging's traceback on stderr per line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            raise WriteError.of(error, "standard output") from None
+        super().handleError(record)
+
+
 def _logger(rank: int) -> logging.Logger:
     logger = setup_logger("ignite_lenet", format="%(message)s", distributed_rank=rank, stream=sys.stdout)
-    for handler in logger.handlers:  # setup_logger keeps its first call's stream: follow today's sys.stdout
+    for handler in list(logger.handlers):  # setup_logger keeps its first call's stream: follow today's sys.stdout
         if type(handler) is logging.StreamHandler:  # (a redirect, a notebook cell, a test's capture)
+            ours = _StdoutHandler(sys.stdout)
+            ours.setLevel(handler.level)
+            ours.setFormatter(handler.formatter)
+            logger.removeHandler(handler)
+            logger.addHandler(ours)
+        elif isinstance(handler, _StdoutHandler):
             handler.stream = sys.stdout
     return logger
 
