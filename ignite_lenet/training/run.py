@@ -52,7 +52,7 @@ from ignite_lenet.training.augment import ElasticDistortion, RandomAffine
 from ignite_lenet.training.data import InMemoryLoader, MNISTData, load_data
 from ignite_lenet.training.devices import configure_determinism, resolve_device
 from ignite_lenet.training.distributed import checkpoint_from_rank0, launch, requested
-from ignite_lenet.training.engines import create_ema, create_evaluator, create_trainer
+from ignite_lenet.training.engines import create_ema, create_evaluator, create_trainer, quiet_reported_errors
 from ignite_lenet.training.handlers import (
     LossReadout,
     attach_best_checkpoint,
@@ -182,8 +182,14 @@ class Training:
         return self.attached.history
 
     def run(self) -> TrainResult:
-        """Train for ``cfg.epochs`` epochs (or what remains after a resume), then test the best model once."""
-        with self.determinism:  # restores torch's global flags however the run ends
+        """Train for ``cfg.epochs`` epochs (or what remains after a resume), then test the best model once.
+
+        However it ends, torch's global flags are restored; Ctrl-C and a file that cannot be written leave
+        Ignite's "terminating due to exception" line out, as the command line reports them in its own line.
+        """
+        engines = self.engines
+        with self.determinism, quiet_reported_errors(
+                (engines.trainer, engines.train_evaluator, engines.val_evaluator, engines.ema_evaluator)):
             self._train()
             return self._test()
 
