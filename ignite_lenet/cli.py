@@ -132,6 +132,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfi
     for f in dataclasses.fields(cls):
         meta = dict(f.metadata)
         help_text = meta.pop("help")
+        meta.pop("stored", None)
         flag = meta.pop("flag", flag_name(f.name))
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if f.name in defaults:

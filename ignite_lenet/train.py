@@ -5,6 +5,10 @@
     python -m ignite_lenet.train --recipe best                     # >= 99.4% test accuracy, the same LeNet-5
     python -m ignite_lenet.train --config runs/lenet5/config.json  # reproduce an earlier run
     python -m ignite_lenet.train --resume                          # continue runs/lenet5 where it stopped
+    python -m ignite_lenet.train --overwrite                       # start runs/lenet5 over (its files are removed)
+
+A run directory has one writer at a time (a second run into it is refused, naming the process that holds it)
+and an earlier run in it is never overwritten without --overwrite; see ``ignite_lenet.training.rundir``.
 
 The work is ``ignite_lenet.training.run.train``; this module parses arguments and turns user errors into one line.
 """
