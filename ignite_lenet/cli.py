@@ -30,12 +30,13 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def run_cli(prog: str, work: Callable[[], int | None], interrupted_hint: str = "") -> int:
+def run_cli(prog: str, work: Callable[[], int | None], interrupted_hint: str | Callable[[], str] = "") -> int:
     """Run ``work`` and turn user errors (``OSError``, ``ValueError``) into one line and exit code 2.
 
     A file that cannot be written (a full disk, a read-only file system) is an ``OSError`` naming it
     (``files.WriteError``), so it ends the same way; so does standard output on a full disk or a closed pipe
-    (``_StandardOutput``), checked before returning rather than in a traceback at exit.
+    (``_StandardOutput``), checked before returning rather than in a traceback at exit. ``interrupted_hint`` (or
+    what it returns when Ctrl-C came) follows the "interrupted" line.
     """
     stdout = sys.stdout
     sys.stdout = _StandardOutput(stdout)
@@ -48,7 +49,8 @@ def run_cli(prog: str, work: Callable[[], int | None], interrupted_hint: str = "
         print(f"{prog}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted{'; ' + interrupted_hint if interrupted_hint else ''}", file=sys.stderr)
+        hint = interrupted_hint() if callable(interrupted_hint) else interrupted_hint
+        print(f"{prog}: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         sys.stdout = stdout

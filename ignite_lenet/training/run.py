@@ -75,7 +75,7 @@ from ignite_lenet.training.handlers import (
 )
 from ignite_lenet.training.optim import create_optimizer
 from ignite_lenet.training.resume import initial_weights, load_resumable, restore
-from ignite_lenet.training.rundir import RunDirLock, claim_run_dir, remove_earlier_run
+from ignite_lenet.training.rundir import RunDirLock, claim_run_dir, remove_earlier_run, saying_what_next
 from ignite_lenet.training.state import History, SchedulerPosition, Selection, Value
 from ignite_lenet.training.step import use_cuda_graphs
 
@@ -189,9 +189,8 @@ class Training:
     def run(self) -> TrainResult:
         """Train for ``cfg.epochs`` epochs (or what remains after a resume), then test the best model once.
 
-        However it ends, torch's global flags are restored and the run directory is released; Ctrl-C and a file
-        that cannot be written leave Ignite's "terminating due to exception" line out, as the command line reports
-        them in its own line.
+        However it ends, torch's global flags are restored and the run directory is released; a file that cannot
+        be written ends it with a ``WriteError`` saying what survived and what to do next.
         """
         engines = self.engines
         with self.determinism, self._holding_run_dir(), quiet_reported_errors(
@@ -210,7 +209,8 @@ class Training:
         if self.lock is not None:
             self.lock.acquire()  # held since build_training; taken again by a second run()
         try:
-            yield
+            with saying_what_next(self.output_dir):
+                yield
         finally:
             if self.lock is not None:
                 self.lock.release()
@@ -328,8 +328,9 @@ def _build(cfg: TrainConfig, logger: logging.Logger, determinism: ExitStack, loc
         restore(attached.to_save, resume_from, output_dir / TRAINING_CHECKPOINT)
     # 7. the run directory's first file and the first lines on the screen
     if idist.get_rank() == 0:
-        make_dirs(output_dir)
-        write_json(output_dir / CONFIG, cfg.to_dict())
+        with saying_what_next(output_dir):
+            make_dirs(output_dir)
+            write_json(output_dir / CONFIG, cfg.to_dict())
         logger.info(
             f"LeNet-5 ({count_parameters(model):,} parameters) on {device}, {idist.get_world_size()} process(es); "
             f"recipe {cfg.recipe}; train {len(data.train):,} / val {len(data.val):,} ({cfg.val_source}) / test "

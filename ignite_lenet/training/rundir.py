@@ -12,6 +12,7 @@ for the processes it refuses and is removed on release. Torch-free: the seeds sw
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
 import shlex
@@ -19,6 +20,8 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,3 +250,46 @@ def remove_earlier_run(path: str | Path, contents: Contents = RUN) -> list[str]:
     for name in found:
         _remove(path / name.rstrip("/"))
     return found
+
+
+def how_to_continue(path: str | Path) -> str:
+    """What a run that stopped early (Ctrl-C, a full disk) does next in ``path``: resume, or start over."""
+    path = Path(path)
+    if (path / TRAINING_CHECKPOINT).is_file():
+        return "continue with --resume"
+    if earlier_run(path):
+        return "start over with --overwrite"
+    return ""
+
+
+def after_write_error(error: WriteError, path: str | Path) -> WriteError:
+    """``error`` with a hint: what survived in ``path`` and what to do once the disk can be written again."""
+    path = Path(path)
+    fix = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space (over the disk quota)",
+           errno.EROFS: "make it writable", errno.EACCES: "make it writable", errno.EPERM: "make it writable"}
+    then = how_to_continue(path) or "run again"
+    step = f"{fix[error.errno]}, then {then}" if error.errno in fix else then
+    if (path / TRAINING_CHECKPOINT).is_file():
+        step = f"{TRAINING_CHECKPOINT} keeps the last saved epoch: {step}"
+    elif earlier_run(path):
+        step = f"no epoch was saved: {step}"
+    error.hint = step
+    return error
+
+
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+@contextmanager
+def saying_what_next(path: str | Path) -> Iterator[None]:
+    """A ``WriteError`` raised inside gets ``after_write_error``'s hint for the run directory ``path``; so does an
+    ``OSError`` of a full or read-only disk that names no file (a background writer's, such as TensorBoard's),
+    which becomes a ``WriteError`` naming ``path``."""
+    try:
+        yield
+    except WriteError as e:
+        raise after_write_error(e, path) from None
+    except OSError as e:
+        if e.filename is not None or e.errno not in DISK_ERRNOS:
+            raise
+        raise after_write_error(WriteError(e.errno, e.strerror, path, "write in"), path) from None

@@ -1,14 +1,17 @@
 """What a run directory guarantees, end to end on real MNIST: one writer at a time, an earlier run never
-overwritten without ``--overwrite``, Ctrl-C as one line and a resume after it."""
+overwritten without ``--overwrite``, Ctrl-C as one line and a resume after it, and a full or read-only disk as
+one line with the last good checkpoint intact and a resume once there is space (on a real tmpfs when root)."""
 
 import hashlib
+import json
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from helpers import PYTHON, assert_one_line_error, call_main, python_env
+import torch
+from helpers import PYTHON, assert_one_line_error, call_main, python_env, remount, small_tmpfs
 
 from ignite_lenet.config import TrainConfig
 from ignite_lenet.files import read_json
@@ -107,3 +110,63 @@ def test_a_seeds_sweep_is_refused_before_any_seed_trains(mnist_dir, tmp_path, ca
     assert read_json(sweep / "seed-1" / CONFIG)["seed"] == 1
     code, _, err = call_main(seeds_main, args, capsys)
     assert_one_line_error(code, err, f"--output-dir {sweep} holds an earlier sweep (seeds.json)")
+
+
+def _one_line(err: str) -> str:
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    return err.strip()
+
+
+def test_a_full_disk_is_one_line_keeps_the_last_checkpoint_and_resumes_once_there_is_space(mnist_dir, tmp_path,
+                                                                                         capsys):
+    with small_tmpfs(tmp_path / "disk", "1300k") as disk:  # room for one epoch's checkpoints, not for two
+        out = disk / "run"
+        flags = _flags(mnist_dir, out, "--sanity-check", "--epochs", "3")
+        done = subprocess.run([PYTHON, "-m", "ignite_lenet.train", *flags], env=python_env(), capture_output=True,
+                              text=True, timeout=300)
+        line = _one_line(done.stderr)
+        assert done.returncode == 2
+        assert line.startswith(f"python -m ignite_lenet.train: error: cannot write {out}/") and line.endswith(
+            ".pt: No space left on device; training_checkpoint.pt keeps the last saved epoch: free some space, "
+            "then continue with --resume"), line
+        assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no temporary file, no lock
+        assert torch.load(out / TRAINING_CHECKPOINT, weights_only=True)["trainer"]["iteration"] == 1  # epoch 1 of 1 batch
+        assert set(torch.load(out / BEST_MODEL, weights_only=True)) >= {"model", "epoch"}
+        remount(disk, "size=8m")
+        code, _, err = call_main(main, [*flags, "--resume"], capsys)
+        assert code == 0, err
+        assert read_json(out / METRICS)["epochs_run"] == 3
+        before = _tree(out)
+        remount(disk, "ro")
+        code, _, err = call_main(main, [*flags, "--epochs", "4", "--resume"], capsys)
+        assert_one_line_error(code, err, f"cannot write {out / RUN_LOCK}: Read-only file system")
+        code, _, err = call_main(main, _flags(mnist_dir, disk / "new", "--sanity-check"), capsys)
+        assert_one_line_error(code, err, f"cannot create directory {disk / 'new'}: Read-only file system")
+        assert _tree(out) == before
+
+
+def test_a_disk_full_before_the_first_saved_epoch_says_to_start_over(mnist_dir, tmp_path, capsys):
+    with small_tmpfs(tmp_path / "disk", "600k") as disk:  # best_model.pt fits, training_checkpoint.pt does not
+        out = disk / "run"
+        flags = _flags(mnist_dir, out, "--sanity-check", "--epochs", "2")
+        code, _, err = call_main(main, flags, capsys)
+        assert_one_line_error(code, err, f"cannot write {out / TRAINING_CHECKPOINT}: No space left on device; "
+                              "no epoch was saved: free some space, then start over with --overwrite")
+        assert sorted(p.name for p in out.iterdir()) == [BEST_MODEL, CONFIG, HISTORY]  # no temporary file
+
+
+class _FullStream:
+    """A standard output on a full disk."""
+
+    def write(self, text: str) -> int:
+        raise OSError(28, "No space left on device")
+
+    def flush(self) -> None:
+        raise OSError(28, "No space left on device")
+
+
+def test_a_log_on_a_full_disk_is_one_line(mnist_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdout", _FullStream())
+    code, _, err = call_main(main, _flags(mnist_dir, tmp_path / "run", "--sanity-check", "--epochs", "1"), capsys)
+    assert_one_line_error(code, err, "cannot write standard output: No space left on device")
+    assert json.loads((tmp_path / "run" / CONFIG).read_text())["epochs"] == 1  # the run directory itself is fine

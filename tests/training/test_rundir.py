@@ -14,6 +14,7 @@ from ignite_lenet.training.rundir import (
     RunDirectoryInUse,
     RunDirLock,
     claim_run_dir,
+    how_to_continue,
     refuse_earlier_run,
     remove_earlier_run,
 )
@@ -80,16 +81,17 @@ def test_an_earlier_run_is_refused_with_what_to_do_and_overwrite_removes_only_it
         f"--output-dir {run} holds an earlier run (best_model.pt, training_checkpoint.pt, history.json and 2 more): "
         f"continue it with --resume, start over with --overwrite (its files are removed), or choose another "
         f"--output-dir")
-    assert not (run / RUN_LOCK).exists()
+    assert not (run / RUN_LOCK).exists() and how_to_continue(run) == "continue with --resume"
     with claim_run_dir(run, resume=True):  # resuming keeps the run and drops what a killed write left
         assert sorted(p.name for p in run.iterdir()) == sorted(
             [RUN_LOCK, "notes.txt", CONFIG, HISTORY, BEST_MODEL, TRAINING_CHECKPOINT, "tensorboard"])
     with claim_run_dir(run, overwrite=True):
         assert remove_earlier_run(run) == [BEST_MODEL, TRAINING_CHECKPOINT, HISTORY, CONFIG, "tensorboard/"]
-    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"] and how_to_continue(run) == ""
     (run / CONFIG).write_text("x")  # a run stopped before its first epoch was saved: nothing to resume
     with pytest.raises(FileExistsError, match=r"\(config.json\): start over with --overwrite"):
         refuse_earlier_run(run)
+    assert how_to_continue(run) == "start over with --overwrite"
 
 
 def test_the_lock_module_imports_without_torch():
