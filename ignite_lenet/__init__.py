@@ -27,11 +27,11 @@ _EXPORTS = {
 }
 __all__ = ["__version__", *_EXPORTS]
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ignite_lenet.training.run import Training, TrainResult, build_training, train
-    from ignite_lenet.checkpoints import load_model
-    from ignite_lenet.config import RECIPES, TrainConfig
-    from ignite_lenet.model import LeNet5
+if TYPE_CHECKING:  # pragma: no cover - for type checkers; __getattr__ imports them (ruff cannot see __all__'s)
+    from ignite_lenet.checkpoints import load_model  # noqa: F401
+    from ignite_lenet.config import RECIPES, TrainConfig  # noqa: F401
+    from ignite_lenet.model import LeNet5  # noqa: F401
+    from ignite_lenet.training.run import Training, TrainResult, build_training, train  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

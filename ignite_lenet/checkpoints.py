@@ -1,4 +1,4 @@
-"""Reading what training writes: checkpoints (``weights_only=True``), the best model, and ``load_model``.
+"""Reading and writing what training writes: checkpoints (``weights_only=True``), the best model, ``load_model``.
 
     from ignite_lenet import load_model
     model = load_model("runs/lenet5")          # a run directory, best_model.pt, lenet5.pt2 or lenet5.torchscript.pt
@@ -6,18 +6,33 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from ignite_lenet.files import model_file_kind
+from ignite_lenet.files import model_file_kind, write_bytes
 from ignite_lenet.model import LeNet5
 from ignite_lenet.spec import BEST_MODEL, BEST_MODEL_KEYS
+
+
+def save_checkpoint(checkpoint: Mapping[str, Any], path: str | Path) -> Path:
+    """``torch.save`` into memory, then ``files.write_bytes`` (temporary file, fsync, rename) to ``path``.
+
+    A LeNet-5 checkpoint is small (under 1 MB with Adam's state). Serialising to memory first makes a full disk,
+    a read-only file system or a missing permission the ``WriteError`` naming ``path`` that it is (torch's file
+    writer reports it as a ``RuntimeError`` of ``inline_container.cc``); the previous file stays until the new
+    one is complete.
+    """
+    buffer = io.BytesIO()
+    torch.save(dict(checkpoint), buffer)
+    return write_bytes(path, buffer.getbuffer())
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

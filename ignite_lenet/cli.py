@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn, Union, get_args, get_origin, get_type_hints
 
 from ignite_lenet.config import RECIPES, TrainConfig, flag_name
-from ignite_lenet.files import check_output_dir
+from ignite_lenet.files import WriteError, check_output_dir
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -30,17 +30,56 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def run_cli(prog: str, work: Callable[[], int | None], interrupted_hint: str = "") -> int:
-    """Run ``work`` and turn user errors (``OSError``, ``ValueError``) into one line and exit code 2."""
+def run_cli(prog: str, work: Callable[[], int | None], interrupted_hint: str | Callable[[], str] = "") -> int:
+    """Run ``work`` and turn user errors (``OSError``, ``ValueError``) into one line and exit code 2.
+
+    A file that cannot be written (a full disk, a read-only file system) is an ``OSError`` naming it
+    (``files.WriteError``), so it ends the same way; so does standard output on a full disk or a closed pipe
+    (``_StandardOutput``), checked before returning rather than in a traceback at exit. ``interrupted_hint`` (or
+    what it returns when Ctrl-C came) follows the "interrupted" line.
+    """
+    stdout = sys.stdout
+    sys.stdout = _StandardOutput(stdout)
     try:
-        return work() or 0
+        code = work() or 0
+        sys.stdout.flush()
+        return code
     except (OSError, ValueError) as e:
         message = " ".join(str(e).split()) or type(e).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted{'; ' + interrupted_hint if interrupted_hint else ''}", file=sys.stderr)
+        hint = interrupted_hint() if callable(interrupted_hint) else interrupted_hint
+        print(f"{prog}: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        sys.stdout = stdout
+
+
+class _StandardOutput:
+    """``sys.stdout`` while a command runs: a write that fails is a ``WriteError`` naming standard output.
+
+    Python reports such a failure as an ``OSError`` without a file name (``[Errno 28] No space left on device``),
+    which says neither what could not be written nor that the results are incomplete.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as e:
+            raise WriteError.of(e, "standard output") from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as e:
+            raise WriteError.of(e, "standard output") from None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def int_range(low: int, high: int) -> Callable[[str], int]:
@@ -95,6 +134,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfi
     for f in dataclasses.fields(cls):
         meta = dict(f.metadata)
         help_text = meta.pop("help")
+        meta.pop("stored", None)
         flag = meta.pop("flag", flag_name(f.name))
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if f.name in defaults:

@@ -97,14 +97,18 @@ def describe_recipes() -> str:
     return "; ".join(lines)
 
 
-def _opt(default: Any, help: str, **cli: Any) -> Any:
+def _opt(default: Any, help: str, stored: bool = True, **cli: Any) -> Any:
     """A dataclass field whose metadata carries its command-line help (and ``flag``/``choices`` overrides).
 
     A callable ``default`` is a default factory (read when the config is created, e.g. from the environment).
+    ``stored=False`` marks what one command does with its run directory (``--resume``, ``--overwrite``) rather
+    than what the run is: ``to_dict`` leaves it out of ``config.json`` and the checkpoints, so ``--config
+    old/config.json`` reproduces the run without continuing or deleting anything.
     """
+    metadata = {"help": help, "stored": stored, **cli}
     if callable(default):
-        return field(default_factory=default, metadata={"help": help, **cli})
-    return field(default=default, metadata={"help": help, **cli})
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -189,7 +193,12 @@ class TrainConfig:
     epoch_length: int | None = _opt(
         None, "iterations per epoch (Ignite's epoch_length) for short runs; default: the whole training split"
     )
-    resume: bool = _opt(False, "continue from the training checkpoint in --output-dir")
+    resume: bool = _opt(False, "continue from the training checkpoint in --output-dir", stored=False)
+    overwrite: bool = _opt(
+        False, "start over in an --output-dir that holds an earlier run: its files (checkpoints, history, plots, "
+        "metrics, config.json, tensorboard/) are removed first; without it such a directory is refused",
+        stored=False,
+    )
     init_from: str | None = _opt(
         None, "start from the weights of a best_model.pt or run directory (fine-tuning) instead of random ones",
         metavar="PATH",
@@ -236,7 +245,7 @@ class TrainConfig:
                 raise ValueError(f"{flag_name(name)} must be {'a number' if kind is float else 'an integer'}, "
                                  f"got {value!r}")
         for name in ("augment", "elastic", "normalize", "fast_tanh", "download", "sanity_check", "resume",
-                     "progress", "tensorboard", "deterministic"):
+                     "overwrite", "progress", "tensorboard", "deterministic"):
             if not isinstance(getattr(self, name), bool):
                 flag = self.__dataclass_fields__[name].metadata.get("flag", flag_name(name))
                 shown = name if flag.startswith("--no-") else flag_name(name)  # no --download flag: name the key
@@ -276,6 +285,8 @@ class TrainConfig:
             raise ValueError(f"--val-size must be between 1 and 59999, got {self.val_size!r}")
         if not 0 <= self.train_eval_size <= 60000:
             raise ValueError(f"--train-eval-size must be 0 (all) or positive, got {self.train_eval_size!r}")
+        if self.overwrite and self.resume:
+            raise ValueError("--overwrite starts over; --resume continues the earlier run: pick one")
         if self.init_from is not None and self.resume:
             raise ValueError("--init-from starts a new run from given weights; --resume continues one: pick one")
         if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
@@ -295,8 +306,9 @@ class TrainConfig:
             raise ValueError("--nproc-per-node needs --backend (gloo or nccl)")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict (what checkpoints and config.json store)."""
-        return dataclasses.asdict(self)
+        """Plain JSON-able dict (what checkpoints and config.json store): every setting of the run, without what
+        one command does with its directory (``--resume``, ``--overwrite``; see ``_opt``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.metadata.get("stored", True)}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], strict: bool = False) -> TrainConfig:

@@ -30,6 +30,9 @@ CURVES = "curves.png"
 METRICS = "metrics.json"
 CONFIG = "config.json"
 CONFUSION_MATRIX = "confusion_matrix.png"
+TENSORBOARD_DIR = "tensorboard"  # --tensorboard's event files
+RUN_FILES = (BEST_MODEL, TRAINING_CHECKPOINT, HISTORY, CURVES, METRICS, CONFIG, CONFUSION_MATRIX)  # all but tensorboard/
+RUN_LOCK = ".lock"  # held (flock) by the process writing the run directory; names it for the ones refused
 BEST_MODEL_KEYS = ("model", "config", "epoch", "val_loss", "val_accuracy")  # what a best_model.pt holds
 
 # --- exports (python -m ignite_lenet.export) -------------------------------------------------------------------

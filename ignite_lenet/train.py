@@ -5,6 +5,10 @@
     python -m ignite_lenet.train --recipe best                     # the most accurate recipe, the same LeNet-5
     python -m ignite_lenet.train --config runs/lenet5/config.json  # reproduce an earlier run
     python -m ignite_lenet.train --resume                          # continue runs/lenet5 where it stopped
+    python -m ignite_lenet.train --overwrite                       # start runs/lenet5 over (its files are removed)
+
+A run directory has one writer at a time (a second run into it is refused, naming the process that holds it)
+and an earlier run in it is never overwritten without --overwrite; see ``ignite_lenet.training.rundir``.
 
 The work is ``ignite_lenet.training.run.train``; this module parses arguments and turns user errors into one line.
 """
@@ -20,6 +24,7 @@ from typing import Any
 from ignite_lenet.cli import ArgumentParser, add_config_arguments, config_from_args, explicit_options, run_cli
 from ignite_lenet.config import TrainConfig
 from ignite_lenet.mnist import prefetch
+from ignite_lenet.training.rundir import how_to_continue
 
 
 def get_args_parser() -> ArgumentParser:
@@ -51,16 +56,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = get_args_parser()
     args = parser.parse_args(argv)
 
+    configs: list[TrainConfig] = []
+
     def work() -> None:
         explicit = explicit_options(parser, sys.argv[1:] if argv is None else argv)
         cfg = config_from_args(args, explicit=explicit)
+        configs.append(cfg)
         # MNIST is read on another core while torch is imported (spawned processes load their own; with torch
         # imported already, as in a notebook or a test calling main(), there is nothing to overlap with)
         overlap = cfg.nproc_per_node is None and "torch" not in sys.modules
         with prefetch.prefetching(cfg.data_dir) if overlap else contextlib.nullcontext():
             run(cfg)
 
-    return run_cli(parser.prog, work, interrupted_hint="continue with --resume")
+    def what_next() -> str:  # after Ctrl-C: resume when an epoch was saved, else start over
+        return how_to_continue(configs[0].output_dir) if configs else ""
+
+    return run_cli(parser.prog, work, interrupted_hint=what_next)
 
 
 class _CallableModule(types.ModuleType):

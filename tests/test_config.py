@@ -46,3 +46,13 @@ def test_invalid_settings_are_rejected_by_name(change, message):
 def test_dict_roundtrip_ignores_unknown_keys():
     cfg = TrainConfig(epochs=4, seed=7)
     assert TrainConfig.from_dict({**cfg.to_dict(), "from_the_future": 1}) == cfg
+
+
+def test_resume_and_overwrite_are_what_one_command_does_not_settings_of_the_run():
+    """config.json and the checkpoints store ``to_dict()``: ``--config old/config.json`` must neither resume nor
+    delete anything by itself."""
+    for action in ("resume", "overwrite"):
+        cfg = TrainConfig(**{action: True})
+        assert action not in cfg.to_dict() and getattr(TrainConfig.from_dict(cfg.to_dict()), action) is False
+    with pytest.raises(ValueError, match="--overwrite starts over; --resume continues"):
+        TrainConfig(overwrite=True, resume=True)

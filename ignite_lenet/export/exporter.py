@@ -30,7 +30,7 @@ from ignite_lenet.export.verify import (
     resolve_data_dir,
     verify,
 )
-from ignite_lenet.files import check_output_dir, replace_checked
+from ignite_lenet.files import check_output_dir, make_dirs, replace_checked, write_synced
 from ignite_lenet.mnist.idx import has_mnist, read_mnist
 from ignite_lenet.mnist.resize import to_model_input
 from ignite_lenet.spec import BEST_MODEL, DEFAULT_EXPORT_DIR, DEFAULT_RUN_DIR, EXPORT_FILES
@@ -107,7 +107,7 @@ def export(
     log(f"{checkpoint_path}: epoch {metadata['best_epoch']}, eager test accuracy "
         f"{_percent(report.test_accuracy['eager'])}")
 
-    output_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(output_dir)
     for name in formats:
         fmt, notes = FORMATS[name], []
         final = output_dir / fmt.file_name
@@ -181,7 +181,7 @@ def _export_raw(report: ExportReport, output_dir: Path, model: nn.Module, check:
     final = output_dir / EXPORT_FILES["raw"]
     proto = raw_input_model(onnx.load(str(report.files["onnx"])))
     diff, accuracy = replace_checked(
-        final, lambda tmp: onnx.save_model(proto, str(tmp), save_as_external_data=False),
+        final, lambda tmp: write_synced(tmp, lambda f: onnx.save_model(proto, f)),
         lambda tmp: verify("raw", load_runner("raw", tmp), model, check.images, check.labels, eager_predictions,
                            inputs=check.raw))
     _record(report, "raw", final, accuracy, diff)

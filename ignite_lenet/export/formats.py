@@ -7,6 +7,7 @@ int8) lives in ``onnx_graph``.
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from torch import nn
 from ignite_lenet.checkpoints import load_exported_program, load_torchscript
 from ignite_lenet.export.onnx_graph import pad_conv_channels
 from ignite_lenet.export.verify import ExportMismatch
+from ignite_lenet.files import write_synced
 from ignite_lenet.model import probabilities
 from ignite_lenet.spec import EXPORT_FILES, INPUT_NAME, INPUT_SHAPE, METADATA_FILE, RAW_INPUT_NAME
 
@@ -64,7 +66,7 @@ def write_onnx(model: nn.Module, path: Path, metadata: dict[str, str], opset: in
     if opset is not None and written != opset:
         raise ExportMismatch(f"onnx: asked for opset {opset}, the exporter wrote opset {written}")
     onnx.checker.check_model(proto, full_check=True)
-    onnx.save_model(proto, str(path), save_as_external_data=False)
+    write_synced(path, lambda f: onnx.save_model(proto, f))  # a file object: weights inside, no external data
 
 
 def write_torchscript(model: nn.Module, path: Path, metadata: dict[str, str]) -> list[str]:
@@ -73,17 +75,21 @@ def write_torchscript(model: nn.Module, path: Path, metadata: dict[str, str]) ->
     TorchScript is deprecated in torch 2.14: ``torch.jit`` emits FutureWarnings, which are collected here (not
     silenced) and reported in one line. ``lenet5.pt2`` (torch.export) is the format PyTorch recommends now.
     """
+    buffer = io.BytesIO()  # torch's file writer would report a full disk as a RuntimeError: write it with Python's
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", category=FutureWarning)
         scripted = torch.jit.script(model)
-        torch.jit.save(scripted, str(path), _extra_files={METADATA_FILE: json.dumps(metadata)})
+        torch.jit.save(scripted, buffer, _extra_files={METADATA_FILE: json.dumps(metadata)})
+    write_synced(path, lambda f: f.write(buffer.getbuffer()))
     return sorted({str(w.message) for w in caught if issubclass(w.category, FutureWarning)})
 
 
 def write_torch_export(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
     """``torch.export.export`` with a dynamic ``batch`` dimension, saved with ``torch.export.save``."""
     program = torch.export.export(model, (torch.zeros(2, *INPUT_SHAPE),), dynamic_shapes={"x": {0: _batch_dim()}})
-    torch.export.save(program, str(path), extra_files={METADATA_FILE: json.dumps(metadata)})
+    buffer = io.BytesIO()  # as write_torchscript: a full disk is then Python's OSError, not torch's RuntimeError
+    torch.export.save(program, buffer, extra_files={METADATA_FILE: json.dumps(metadata)})
+    write_synced(path, lambda f: f.write(buffer.getbuffer()))
 
 
 def _onnx_runner(input_name: str) -> Callable[[Path], Runner]:

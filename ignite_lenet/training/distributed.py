@@ -18,7 +18,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import ignite.distributed as idist
 import torch
@@ -28,27 +28,44 @@ from ignite_lenet.config import TrainConfig
 from ignite_lenet.mnist.idx import ensure_mnist
 from ignite_lenet.training.devices import ProcessPlacement, gpus_hidden, place_processes
 
+T = TypeVar("T")
 
-def checkpoint_from_rank0(path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
-    """``load_checkpoint(path)`` read by rank 0 alone and sent to every rank (``idist.broadcast``).
 
-    Rank 0 owns the run directory: the other ranks of a multi-node job may run on machines that do not see it.
-    Rank 0's error (no such file, not a checkpoint) is raised on every rank, so all of them stop together.
+def on_rank0(work: Callable[[], T]) -> T | None:
+    """``work()`` run by rank 0 alone, which owns the run directory (the other ranks get ``None``).
+
+    The other ranks of a multi-node job may run on machines that do not see rank 0's disk. Rank 0's user error
+    (``OSError``, ``ValueError``) is raised on every rank, so all of them stop together: rank 0 raises its own,
+    the others a ``FileNotFoundError`` or ``ValueError`` with its message. Every rank must call it.
     """
     if idist.get_world_size() == 1:
-        return load_checkpoint(path, map_location)
-    idist.barrier()  # rank 0 has finished writing what the others are about to read
-    payload, error = b"", ""
+        return work()
+    result, failure, error = None, None, ""
     if idist.get_rank() == 0:
         try:
-            load_checkpoint(path)  # the same checks as a single process
-            payload = path.read_bytes()
+            result = work()
         except (OSError, ValueError) as e:
-            error = f"{type(e).__name__}:{e}"
+            failure, error = e, f"{type(e).__name__}:{e}"
     error = idist.broadcast(error, src=0)
+    if failure is not None:
+        raise failure
     if error:
         kind, _, message = error.partition(":")
         raise (FileNotFoundError if kind == "FileNotFoundError" else ValueError)(message)
+    return result
+
+
+def checkpoint_from_rank0(path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
+    """``load_checkpoint(path)`` read by rank 0 alone and sent to every rank (``idist.broadcast``, ``on_rank0``)."""
+    if idist.get_world_size() == 1:
+        return load_checkpoint(path, map_location)
+    idist.barrier()  # rank 0 has finished writing what the others are about to read
+
+    def read() -> bytes:
+        load_checkpoint(path)  # the same checks as a single process
+        return path.read_bytes()
+
+    payload = on_rank0(read) or b""
     size = int(idist.broadcast(len(payload), src=0))
     data = torch.frombuffer(bytearray(payload), dtype=torch.uint8) if payload else torch.empty(size, dtype=torch.uint8)
     data = idist.broadcast(data.to(idist.device()), src=0).cpu()  # nccl broadcasts from the GPU

@@ -4,12 +4,18 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
 import torch
 from ignite.engine import Engine, create_supervised_evaluator
 from ignite.handlers import EMAHandler
 from ignite.metrics import Accuracy, ConfusionMatrix, Loss
 from torch import nn
 
+from ignite_lenet.files import WriteError
 from ignite_lenet.spec import NUM_CLASSES
 from ignite_lenet.training.handlers import LossReadout, attach_loss_readout
 from ignite_lenet.training.step import TrainStep
@@ -59,3 +65,36 @@ def create_evaluator(model: nn.Module, device: torch.device | str = "cpu", confu
     if confusion_matrix:
         metrics["confusion_matrix"] = ConfusionMatrix(num_classes=NUM_CLASSES, device=device)
     return create_supervised_evaluator(model, metrics=metrics, device=device, non_blocking=True)
+
+
+# Ignite logs these (at ERROR, through its engines' loggers) before re-raising an exception out of ``Engine.run``
+IGNITE_TERMINATING = ("Engine run is terminating due to exception", "Current run is terminating due to exception")
+
+
+class _ReportedElsewhere(logging.Filter):
+    """Drops Ignite's "... is terminating due to exception: ..." record while the exception being handled is one
+    the command line reports in its own line: Ctrl-C (Ignite's message would be empty) or a file that cannot be
+    written (the same message twice). Ignite logs it inside its ``except`` block, so ``sys.exc_info()`` is that
+    exception. Every other exception keeps Ignite's line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(IGNITE_TERMINATING):
+            return True
+        return not isinstance(sys.exc_info()[1], (KeyboardInterrupt, WriteError))
+
+
+@contextmanager
+def quiet_reported_errors(engines: Iterable[Engine | None]) -> Iterator[None]:
+    """While the block runs, ``engines`` (and any other ``Engine``, such as the final test's evaluator) leave out
+    Ignite's "terminating due to exception" line for Ctrl-C and write errors (``_ReportedElsewhere``); the
+    loggers are as they were afterwards."""
+    loggers = {logging.getLogger(f"{Engine.__module__}.{Engine.__name__}")}
+    loggers.update(engine.logger for engine in engines if engine is not None)
+    quiet = _ReportedElsewhere()
+    for logger in loggers:
+        logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(quiet)

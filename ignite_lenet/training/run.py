@@ -18,8 +18,10 @@ import logging
 import math
 import sys
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ from torch import nn
 
 from ignite_lenet.checkpoints import best_model_from, load_best_model
 from ignite_lenet.config import TrainConfig
-from ignite_lenet.files import check_output_dir, read_json, write_json
+from ignite_lenet.files import WriteError, check_output_dir, make_dirs, read_json, write_json
 from ignite_lenet.mnist.idx import ensure_mnist
 from ignite_lenet.model import LeNet5, Standardized, count_parameters, model_summary, optimize_layout
 from ignite_lenet.plots import curves_figure, plot_confusion_matrix
@@ -46,13 +48,14 @@ from ignite_lenet.spec import (
     CURVES,
     HISTORY,
     METRICS,
+    TENSORBOARD_DIR,
     TRAINING_CHECKPOINT,
 )
 from ignite_lenet.training.augment import ElasticDistortion, RandomAffine
 from ignite_lenet.training.data import InMemoryLoader, MNISTData, load_data
 from ignite_lenet.training.devices import configure_determinism, resolve_device
-from ignite_lenet.training.distributed import checkpoint_from_rank0, launch, requested
-from ignite_lenet.training.engines import create_ema, create_evaluator, create_trainer
+from ignite_lenet.training.distributed import checkpoint_from_rank0, launch, on_rank0, requested
+from ignite_lenet.training.engines import create_ema, create_evaluator, create_trainer, quiet_reported_errors
 from ignite_lenet.training.handlers import (
     LossReadout,
     attach_best_checkpoint,
@@ -72,6 +75,7 @@ from ignite_lenet.training.handlers import (
 )
 from ignite_lenet.training.optim import create_optimizer
 from ignite_lenet.training.resume import initial_weights, load_resumable, restore
+from ignite_lenet.training.rundir import RunDirLock, claim_run_dir, remove_earlier_run, saying_what_next
 from ignite_lenet.training.state import History, SchedulerPosition, Selection, Value
 from ignite_lenet.training.step import use_cuda_graphs
 
@@ -164,6 +168,7 @@ class Training:
     logger: logging.Logger
     started: float
     determinism: ExitStack = field(default_factory=ExitStack)  # --deterministic's settings, restored by run()
+    lock: RunDirLock | None = None  # the run directory's, held from build_training to the end of run() (rank 0)
 
     @property
     def trainer(self) -> Engine:
@@ -182,10 +187,33 @@ class Training:
         return self.attached.history
 
     def run(self) -> TrainResult:
-        """Train for ``cfg.epochs`` epochs (or what remains after a resume), then test the best model once."""
-        with self.determinism:  # restores torch's global flags however the run ends
+        """Train for ``cfg.epochs`` epochs (or what remains after a resume), then test the best model once.
+
+        However it ends, torch's global flags are restored and the run directory is released; a file that cannot
+        be written ends it with a ``WriteError`` saying what survived and what to do next.
+        """
+        engines = self.engines
+        with self.determinism, self._holding_run_dir(), quiet_reported_errors(
+                (engines.trainer, engines.train_evaluator, engines.val_evaluator, engines.ema_evaluator)):
             self._train()
             return self._test()
+
+    def close(self) -> None:
+        """Release the run directory and restore torch's flags without running (``run()`` does both itself)."""
+        if self.lock is not None:
+            self.lock.release()
+        self.determinism.close()
+
+    @contextmanager
+    def _holding_run_dir(self) -> Iterator[None]:
+        if self.lock is not None:
+            self.lock.acquire()  # held since build_training; taken again by a second run()
+        try:
+            with saying_what_next(self.output_dir):
+                yield
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
     def _train(self) -> None:
         cfg, trainer, history = self.cfg, self.trainer, self.history
@@ -250,42 +278,59 @@ class Training:
         return result
 
 
-def build_training(cfg: TrainConfig) -> Training:
+def build_training(cfg: TrainConfig, claim: bool = True) -> Training:
     """Build data, model, optimizer, loaders, trainer, evaluators and handlers for ``cfg`` (and restore them
-    when ``cfg.resume``); nothing runs until ``Training.run()``."""
+    when ``cfg.resume``); nothing runs until ``Training.run()``.
+
+    The run directory is claimed first (``rundir.claim_run_dir``, by rank 0 of a data-parallel job): locked for
+    this process until ``run()`` ends (or ``close()``), and refused when another live process holds it or when a
+    fresh run would write over an earlier run's files (``cfg.overwrite`` removes them, ``cfg.resume`` continues
+    them). ``claim=False`` is for processes whose launcher holds the directory for them.
+    """
     logger = _logger(idist.get_rank())
     determinism = ExitStack()  # entered before any CUDA work (cuBLAS reads its workspace setting once)
     determinism.enter_context(configure_determinism(cfg.deterministic))
+    lock = None
     try:
-        return _build(cfg, logger, determinism)
+        if claim:  # phase 1 begins here: no one else writes the directory from now on, nor reads it half-written
+            output_dir = check_output_dir(cfg.output_dir)
+            lock = on_rank0(lambda: claim_run_dir(output_dir, resume=cfg.resume, overwrite=cfg.overwrite))
+        return _build(cfg, logger, determinism, lock)
     except BaseException:
+        if lock is not None:
+            lock.release()
         determinism.close()
         raise
 
 
-def _build(cfg: TrainConfig, logger: logging.Logger, determinism: ExitStack) -> Training:
+def _build(cfg: TrainConfig, logger: logging.Logger, determinism: ExitStack, lock: RunDirLock | None) -> Training:
     """The phases of a run, in this order (as Ignite's cifar10 example reads)."""
-    # 1. the run directory, the device, and what to start from: checked before any data is read
+    # 1. the run directory (claimed by build_training), the device, and what to start from: before any data is read
     output_dir = check_output_dir(cfg.output_dir)
     device = resolve_device(cfg.device)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     resume_from = load_resumable(cfg, output_dir / TRAINING_CHECKPOINT, device) if cfg.resume else None
-    if not cfg.resume and idist.get_rank() == 0 and (output_dir / TRAINING_CHECKPOINT).is_file():
-        logger.info(f"note: {output_dir} holds an earlier run; starting over (use --resume to continue it)")
-    initial = initial_weights(cfg.init_from) if cfg.init_from is not None else None
+    initial = initial_weights(cfg.init_from) if cfg.init_from is not None else None  # may be the earlier run's
     started = time.perf_counter()
-    # 2. data, 3. model and optimizer, 4. engines, 5. handlers, 6. the checkpoint to resume
+    # 2. data, 3. model and optimizer, 4. engines
     data, loaders = setup_data(cfg, device)
     model, optimizer, cuda_graphs = setup_model(cfg, device, data, initial)
     engines = create_engines(cfg, model, optimizer, device, cuda_graphs, len(loaders["train"]))
+    # --overwrite: the earlier run's files go after every check above and before the first write (TensorBoard's
+    # event file, in 5)
+    removed = on_rank0(lambda: remove_earlier_run(output_dir)) if cfg.overwrite else None
+    if removed:
+        logger.info(f"--overwrite: removed the earlier run's {', '.join(removed)} from {output_dir}")
+    # 5. handlers, 6. the checkpoint to resume
     attached = attach_handlers(cfg, engines, loaders, model, optimizer, output_dir, logger)
     if resume_from is not None:  # before anything is written, so a checkpoint that does not fit changes nothing
         restore(attached.to_save, resume_from, output_dir / TRAINING_CHECKPOINT)
     # 7. the run directory's first file and the first lines on the screen
     if idist.get_rank() == 0:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        write_json(output_dir / CONFIG, cfg.to_dict())
+        with saying_what_next(output_dir):
+            make_dirs(output_dir)
+            write_json(output_dir / CONFIG, cfg.to_dict())
         logger.info(
             f"LeNet-5 ({count_parameters(model):,} parameters) on {device}, {idist.get_world_size()} process(es); "
             f"recipe {cfg.recipe}; train {len(data.train):,} / val {len(data.val):,} ({cfg.val_source}) / test "
@@ -296,13 +341,30 @@ def _build(cfg: TrainConfig, logger: logging.Logger, determinism: ExitStack) -> 
         logger.info(f"resumed from {output_dir / TRAINING_CHECKPOINT} at epoch {engines.trainer.state.epoch}")
     return Training(cfg=cfg, device=device, output_dir=output_dir, data=data, loaders=loaders, model=model,
                     optimizer=optimizer, engines=engines, attached=attached, logger=logger, started=started,
-                    determinism=determinism)
+                    determinism=determinism, lock=lock)
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """The run's log on standard output: a line that cannot be written there (a full disk behind a redirect, a
+    closed pipe) ends the run with a one-line ``WriteError``, not with logging's traceback on stderr per line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            raise WriteError.of(error, "standard output") from None
+        super().handleError(record)
 
 
 def _logger(rank: int) -> logging.Logger:
     logger = setup_logger("ignite_lenet", format="%(message)s", distributed_rank=rank, stream=sys.stdout)
-    for handler in logger.handlers:  # setup_logger keeps its first call's stream: follow today's sys.stdout
+    for handler in list(logger.handlers):  # setup_logger keeps its first call's stream: follow today's sys.stdout
         if type(handler) is logging.StreamHandler:  # (a redirect, a notebook cell, a test's capture)
+            ours = _StdoutHandler(sys.stdout)
+            ours.setLevel(handler.level)
+            ours.setFormatter(handler.formatter)
+            logger.removeHandler(handler)
+            logger.addHandler(ours)
+        elif isinstance(handler, _StdoutHandler):
             handler.stream = sys.stdout
     return logger
 
@@ -407,7 +469,7 @@ def attach_handlers(cfg: TrainConfig, engines: Engines, loaders: dict[str, InMem
             evaluators = {"train": engines.train_evaluator, "val": engines.val_evaluator}
             if engines.ema_evaluator is not None:
                 evaluators["val_ema"] = engines.ema_evaluator
-            shown["tensorboard"] = attach_tensorboard(trainer, optimizer, evaluators, output_dir / "tensorboard",
+            shown["tensorboard"] = attach_tensorboard(trainer, optimizer, evaluators, output_dir / TENSORBOARD_DIR,
                                                       readout)
     training_checkpoint = attach_training_checkpoint(trainer, {**to_save, "config": Value(cfg.to_dict)}, output_dir)
     return Attached(epoch_seeding=epoch_seeding, terminate_on_nan=terminate_on_nan, evaluations=evaluations,
@@ -415,9 +477,9 @@ def attach_handlers(cfg: TrainConfig, engines: Engines, loaders: dict[str, InMem
                     training_checkpoint=training_checkpoint, to_save=to_save, **shown)
 
 
-def _train_here(cfg: TrainConfig) -> TrainResult:
+def _train_here(cfg: TrainConfig, claim: bool = True) -> TrainResult:
     """One process's training (a rank of a distributed job, or the only one)."""
-    return build_training(cfg).run()
+    return build_training(cfg, claim=claim).run()
 
 
 def train(cfg: TrainConfig | None = None, /, **overrides: Any) -> TrainResult:
@@ -430,6 +492,10 @@ def train(cfg: TrainConfig | None = None, /, **overrides: Any) -> TrainResult:
     cfg = TrainConfig(**overrides) if cfg is None else cfg.replace(**overrides) if overrides else cfg
     if not requested(cfg):
         return _train_here(cfg)
-    check_output_dir(cfg.output_dir)
-    result = launch(_train_here, cfg)  # this process's result under torchrun; None when spawned here
-    return result if result is not None else TrainResult.from_dir(cfg.output_dir)
+    output_dir = check_output_dir(cfg.output_dir)
+    if cfg.nproc_per_node:  # spawned here: this process holds the run directory for the processes it starts
+        with claim_run_dir(output_dir, resume=cfg.resume, overwrite=cfg.overwrite):
+            launch(partial(_train_here, claim=False), cfg)  # rank 0 wrote metrics.json, nothing comes back
+        return TrainResult.from_dir(output_dir)
+    result = launch(_train_here, cfg)  # torchrun: this process's result; rank 0 of the job claims the directory
+    return result if result is not None else TrainResult.from_dir(output_dir)

@@ -7,13 +7,16 @@ from __future__ import annotations
 import platform
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 from ignite_lenet.config import MAX_SEED
 from ignite_lenet.files import check_output_dir, write_json
+from ignite_lenet.training.rundir import Contents, claim_run_dir, remove_earlier_run
 
 SEEDS_FILE = "seeds.json"
 DEFAULT_SEEDS_DIR = "runs/seeds"
+SWEEP = Contents((SEEDS_FILE,), what="sweep")  # what a sweep writes beside its seed-N run directories
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -27,15 +30,30 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_seeds(base: Any, seeds: list[int], log: Any = print) -> dict[str, Any]:
-    """Train ``base`` (a ``TrainConfig``) once per seed into ``base.output_dir/seed-N``; returns the summary."""
-    from ignite_lenet.training.run import train
+    """Train ``base`` (a ``TrainConfig``) once per seed into ``base.output_dir/seed-N``; returns the summary.
 
+    The sweep holds its directory's lock throughout, and each run its own (``rundir``). Before the first seed
+    trains, every run directory is checked as its run will check it: one in use by another process, or holding
+    an earlier run while neither ``--resume`` nor ``--overwrite`` is given, refuses the whole sweep.
+    """
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds: each seed once, got {' '.join(map(str, seeds))}")
     for seed in seeds:
         if not 0 <= seed <= MAX_SEED:
             raise ValueError(f"--seeds: each seed must be between 0 and {MAX_SEED}, got {seed}")
     root = check_output_dir(base.output_dir)
+    with claim_run_dir(root, resume=base.resume, overwrite=base.overwrite, contents=SWEEP):
+        for seed in seeds:
+            with claim_run_dir(root / f"seed-{seed}", resume=base.resume, overwrite=base.overwrite):
+                pass
+        if base.overwrite:
+            remove_earlier_run(root, SWEEP)
+        return _sweep(base, root, seeds, log)
+
+
+def _sweep(base: Any, root: Path, seeds: list[int], log: Any) -> dict[str, Any]:
+    from ignite_lenet.training.run import train
+
     runs: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}
     for seed in seeds:

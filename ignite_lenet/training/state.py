@@ -9,12 +9,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine
-from ignite.handlers import (
-    DiskSaver,
-)
+from ignite.handlers import DiskSaver
 
+from ignite_lenet.checkpoints import save_checkpoint
 from ignite_lenet.model import plain_state_dict
 
 
@@ -98,15 +98,21 @@ class SchedulerPosition:
 
 
 class ReplacingDiskSaver(DiskSaver):
-    """``DiskSaver`` for a fixed file name that is replaced in place.
+    """``DiskSaver`` for a fixed file name that is replaced in place, written by ``checkpoints.save_checkpoint``.
 
     Ignite removes the previous file before writing the next one; with one fixed name that would leave a
-    moment with no file at all. The atomic write (temporary file + rename) already replaces it, so the
-    removal is skipped and a crash at any point leaves the last good file readable.
+    moment with no file at all. The atomic write (temporary file, fsync, rename) already replaces it, so the
+    removal is skipped and a crash, a kill or a full disk at any point leaves the last good file readable.
+    The checkpoint is serialised in memory first, so a failed write is a one-line ``WriteError`` naming the
+    file. Ignite's ``require_empty`` check is off: ``training.rundir`` decides what may be written where.
     """
 
     def __init__(self, dirname: str | Path, **kwargs: Any) -> None:
         super().__init__(dirname, atomic=True, require_empty=False, **kwargs)
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        if idist.get_rank() == self.save_on_rank:  # as DiskSaver: one process of a data-parallel job writes
+            save_checkpoint(checkpoint, self.dirname / filename)
 
     def remove(self, filename: str) -> None:
         pass

@@ -12,7 +12,7 @@ import onnx
 import onnx.numpy_helper
 import pytest
 import torch
-from helpers import PYTHON, python_env, run_module
+from helpers import PYTHON, assert_one_line_error, call_main, python_env, remount, run_module, small_tmpfs
 
 from ignite_lenet.export import verify as export_verify
 from ignite_lenet.export.exporter import MAX_OPSET, MIN_OPSET, export
@@ -176,6 +176,21 @@ def test_cli_bad_checkpoints_are_one_line_errors(make, expected, tmp_path, mnist
     err = capsys.readouterr().err
     assert code == 2 and expected in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_full_or_read_only_export_directory_is_one_line_and_keeps_the_files_written(trained_checkpoint, mnist_dir,
+                                                                                       tmp_path, capsys):
+    args = ["--checkpoint", str(trained_checkpoint), "--data-dir", str(mnist_dir), "--no-download"]
+    with small_tmpfs(tmp_path / "disk", "400k") as disk:  # lenet5.onnx fits, lenet5.torchscript.pt no longer
+        code, _, err = call_main(export_main, [*args, "--format", "all", "--output-dir", str(disk)], capsys)
+        assert_one_line_error(code, err, f"cannot write {disk / EXPORT_FILES['torchscript']}: No space left on device")
+        assert sorted(p.name for p in disk.iterdir()) == [EXPORT_FILES["onnx"]]  # complete, no temporary file
+        onnx.checker.check_model(onnx.load(str(disk / EXPORT_FILES["onnx"])), full_check=True)
+        digest = sha256_file(disk / EXPORT_FILES["onnx"])
+        remount(disk, "ro")
+        code, _, err = call_main(export_main, [*args, "--format", "onnx", "--output-dir", str(disk)], capsys)
+        assert_one_line_error(code, err, f"cannot write {disk / EXPORT_FILES['onnx']}: Read-only file system")
+        assert sha256_file(disk / EXPORT_FILES["onnx"]) == digest
 
 
 def test_raw_input_model_is_bit_identical_and_runs_from_plain_onnxruntime(raw_exported, mnist_dir, tmp_path):

@@ -2,9 +2,11 @@
 
 import gzip
 import json
+import os
+import subprocess
 
 import pytest
-from helpers import run_module
+from helpers import PYTHON, python_env, run_module
 from PIL import Image
 
 from ignite_lenet.mnist.idx import raw_dir, read_mnist
@@ -164,3 +166,14 @@ def test_a_blank_page_among_digits_is_no_digit_found_and_exit_1(exported, digit_
     code = main(["--model", str(exported.files["onnx"]), str(tmp_path / "blank.png"), *sorted(truth)[:2]])
     captured = capsys.readouterr()
     assert code == 1 and "blank.png: no digit found" in captured.err and len(captured.out.splitlines()) == 2
+
+
+def test_standard_output_on_a_full_disk_is_one_line(exported, mnist_dir):
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    with open("/dev/full", "w") as full:  # every write fails with ENOSPC, as a redirect to a full disk does
+        done = subprocess.run([PYTHON, "-m", "ignite_lenet.predict", "--model", str(exported.files["onnx"]),
+                               "--test-set", "--data-dir", str(mnist_dir), "--no-download", "--output-format",
+                               "jsonl"], stdout=full, stderr=subprocess.PIPE, text=True, env=python_env(), timeout=120)
+    assert done.returncode == 2
+    assert done.stderr == "python -m ignite_lenet.predict: error: cannot write standard output: No space left on device\n"

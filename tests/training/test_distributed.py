@@ -9,12 +9,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import PYTHON, python_env, truncated_mnist_copy
+from helpers import PYTHON, assert_one_line_error, python_env, truncated_mnist_copy
 
 from ignite_lenet import checkpoints
 from ignite_lenet.config import TrainConfig
 from ignite_lenet.files import read_json
-from ignite_lenet.spec import BEST_MODEL, CONFIG, CONFUSION_MATRIX, CURVES, HISTORY, METRICS, TRAINING_CHECKPOINT
+from ignite_lenet.spec import (
+    BEST_MODEL,
+    CONFIG,
+    CONFUSION_MATRIX,
+    CURVES,
+    HISTORY,
+    METRICS,
+    RUN_LOCK,
+    TRAINING_CHECKPOINT,
+)
 from ignite_lenet.train import main
 from ignite_lenet.training.data import InMemoryLoader
 from ignite_lenet.training.distributed import failure_line, launch, place, resolve_backend, threads_per_process
@@ -123,6 +132,36 @@ def test_two_nodes_that_share_no_disk_train_test_and_resume(mnist_dir, tmp_path)
     assert metrics["epochs_run"] == 2 and metrics["world_size"] == 2
     assert torch.load(dirs[0] / TRAINING_CHECKPOINT, weights_only=True)["trainer"]["iteration"] == 80
     assert not dirs[1].exists() or not any(dirs[1].iterdir())
+
+
+def test_two_nodes_with_a_directory_each_never_refuse_each_other(mnist_dir, tmp_path):
+    """Two one-process "nodes" started as torchrun starts its workers (RANK, WORLD_SIZE, MASTER_ADDR, ...), each
+    with its own --output-dir: rank 0 holds the job's directory; node 1's, which even holds an earlier run, is
+    neither refused nor written (the shared-directory case is test_two_local_nodes_under_torchrun)."""
+    dirs = [tmp_path / "node0", tmp_path / "node1"]
+    dirs[1].mkdir()
+    (dirs[1] / CONFIG).write_text('{"an": "earlier run"}')
+    port = str(_free_port())
+    nodes = [subprocess.Popen([PYTHON, "-m", "ignite_lenet.train", "--data-dir", str(mnist_dir), "--no-download",
+                               "--output-dir", str(out), "--sanity-check", "--epochs", "1", "--no-progress",
+                               "--backend", "gloo"],
+                              env={**python_env(), "RANK": str(rank), "LOCAL_RANK": "0", "WORLD_SIZE": "2",
+                                   "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for rank, out in enumerate(dirs)]
+    errors = [node.communicate(timeout=300)[1] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], errors
+    assert read_json(dirs[0] / METRICS)["world_size"] == 2 and not (dirs[0] / RUN_LOCK).exists()
+    assert sorted(p.name for p in dirs[1].iterdir()) == [CONFIG]
+
+
+def test_a_spawned_job_is_refused_before_it_spawns(mnist_dir, tmp_path, capsys):
+    (tmp_path / TRAINING_CHECKPOINT).write_bytes(b"an earlier run")
+    code = main(["--data-dir", str(mnist_dir), "--no-download", "--output-dir", str(tmp_path), "--backend", "gloo",
+                 "--nproc-per-node", "2", "--no-progress"])
+    assert_one_line_error(code, capsys.readouterr().err, f"--output-dir {tmp_path} holds an earlier run",
+                          "--resume", "--overwrite")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [TRAINING_CHECKPOINT]
 
 
 def test_a_failing_rank_ends_the_job_with_one_line(mnist_dir, tmp_path, capsys):

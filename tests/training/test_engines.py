@@ -1,10 +1,14 @@
+import errno
+
 import pytest
 import torch
 import torch.nn.functional as F
+from ignite.engine import Engine
 
+from ignite_lenet.files import WriteError
 from ignite_lenet.model import LeNet5, optimize_layout
 from ignite_lenet.training.data import InMemoryLoader
-from ignite_lenet.training.engines import create_evaluator, create_trainer
+from ignite_lenet.training.engines import create_evaluator, create_trainer, quiet_reported_errors
 
 
 def test_evaluator_loss_is_the_per_sample_mean_not_batch_size_times_it(mnist_data):
@@ -48,3 +52,26 @@ def test_confusion_matrix_counts_every_test_image(mnist_data):
     assert cm.shape == (10, 10) and cm.sum().item() == 10000
     assert cm.sum(1).tolist() == torch.bincount(mnist_data.test.labels).tolist()
     assert cm.diag().sum().item() / 10000 == pytest.approx(metrics["accuracy"])
+
+
+def _failing_engine(error: BaseException) -> Engine:
+    def step(engine, batch):
+        raise error
+
+    return Engine(step)
+
+
+@pytest.mark.parametrize("error, ignite_says_it", [
+    (KeyboardInterrupt(), False),  # the command line's "interrupted; continue with --resume" is the only line
+    (WriteError(errno.ENOSPC, "No space left on device", "run/best_model.pt"), False),  # said once, by us
+    (RuntimeError("a bug"), True),  # anything else keeps Ignite's message
+])
+def test_ignites_terminating_line_is_left_out_only_for_what_we_report(error, ignite_says_it, caplog):
+    with quiet_reported_errors([_failing_engine(error)]), pytest.raises(type(error)):
+        _failing_engine(error).run([0])
+    said = [r.getMessage() for r in caplog.records if "terminating due to exception" in r.getMessage()]
+    assert bool(said) == ignite_says_it, said
+    caplog.clear()
+    with pytest.raises(type(error)):  # outside the block Ignite's loggers are as they were
+        _failing_engine(error).run([0])
+    assert any("terminating due to exception" in r.getMessage() for r in caplog.records)

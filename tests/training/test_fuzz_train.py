@@ -128,6 +128,8 @@ OTHER_CASES = [  # (args, what the line must name)
     (["--init-from", ""], "--init-from"),
     (["--augment=yes"], "--augment"),
     (["--resume=1"], "--resume"),
+    (["--overwrite", "--resume"], "--overwrite"),
+    (["--overwrite=yes"], "--overwrite"),
     (["--epochs"], "--epochs"),
     (["--bogus"], "--bogus"),
     (["--output-dir", ""], "--output-dir"),
@@ -507,6 +509,7 @@ SEEDS_CASES = [  # (args, what the line must name)
     (["--threads", "1e20"], "--threads"),
     (["--elastic"], "--elastic"),
     (["--config", "{tmp}/missing.json"], "--config"),
+    (["--overwrite", "--resume"], "--overwrite"),
 ]
 
 
@@ -537,6 +540,8 @@ API_CONFIGS = [  # TrainConfig keywords -> the flag its ValueError names
     ({"device": ["cpu"]}, "--device"),
     ({"data_dir": Path("data")}, "--data-dir"),
     ({"init_from": 5}, "--init-from"),
+    ({"overwrite": "yes"}, "--overwrite"),
+    ({"overwrite": True, "resume": True}, "--overwrite"),
 ]
 
 

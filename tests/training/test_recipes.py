@@ -124,6 +124,7 @@ def test_ema_standardised_run_saves_a_plain_model_and_resumes_exactly(mnist_dir,
     training = build_training(interrupted)
     training.trainer.add_event_handler(Events.EPOCH_COMPLETED(once=2), lambda engine: engine.terminate())
     training.trainer.run(training.loaders["train"], max_epochs=3)  # stops after epoch 2 (checkpoint written)
+    training.close()  # its trainer was run directly, not through run(): give the run directory up to the resume
     finished = train(interrupted.replace(resume=True))
     a = torch.load(tmp_path / "reference" / TRAINING_CHECKPOINT, weights_only=True)
     b = torch.load(tmp_path / "interrupted" / TRAINING_CHECKPOINT, weights_only=True)

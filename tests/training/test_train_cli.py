@@ -18,7 +18,7 @@ def test_help_explains_every_flag():
     assert done.returncode == 0
     for flag in ("--data-dir", "--no-download", "--output-dir", "--epochs", "--batch-size", "--lr", "--t-max",
                  "--eta-min", "--seed", "--device", "--val-source", "--sanity-check", "--epoch-length", "--resume",
-                 "--patience", "--no-progress"):
+                 "--overwrite", "--patience", "--no-progress"):
         assert flag in done.stdout
 
 
