@@ -50,7 +50,7 @@ from ignite_lenet.spec import (
 )
 from ignite_lenet.training.augment import ElasticDistortion, RandomAffine
 from ignite_lenet.training.data import InMemoryLoader, MNISTData, load_data
-from ignite_lenet.training.devices import configure_determinism, resolve_device
+from ignite_lenet.training.devices import check_cublas_workspace, configure_determinism, resolve_device
 from ignite_lenet.training.distributed import checkpoint_from_rank0, launch, requested
 from ignite_lenet.training.engines import create_ema, create_evaluator, create_trainer
 from ignite_lenet.training.handlers import (
@@ -268,6 +268,8 @@ def _build(cfg: TrainConfig, logger: logging.Logger, determinism: ExitStack) -> 
     # 1. the run directory, the device, and what to start from: checked before any data is read
     output_dir = check_output_dir(cfg.output_dir)
     device = resolve_device(cfg.device)
+    if cfg.deterministic:
+        check_cublas_workspace(device)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     resume_from = load_resumable(cfg, output_dir / TRAINING_CHECKPOINT, device) if cfg.resume else None
