@@ -7,16 +7,19 @@ launches the whole step (forward, summed cross-entropy, backward, fused Adam) at
     optimizer = create_optimizer(model.parameters(), "adam", lr=1e-3, device=device, graphs=True)
     trainer, readout = create_trainer(model, optimizer, batch_size=32)   # engines.py: TrainStep + loss readout
 
-The graph reads the learning rate from a device tensor refreshed from ``param_groups[i]["lr"]`` before each
-replay, so LR schedulers work unchanged (whatever they write, float or tensor). What the graph bakes in (betas,
-eps, weight decay) is checked before each replay: a change triggers a new capture (correct, but costly if it
-happens every step, as ``OneCycleLR``'s momentum cycle does: see ``use_cuda_graphs``).
+On CUDA every step, eager or replayed, reads the learning rate from a float32 device tensor refreshed from
+``param_groups[i]["lr"]`` before the step, so LR schedulers work unchanged (whatever they write, float or
+tensor) and the warm-up steps before a capture take the replays' step size, not the Python float's: a resumed
+``--deterministic`` run (warm-ups, then replays) is bit-identical to an uninterrupted one. What the graph bakes
+in (betas, eps, weight decay) is checked before each replay: a change triggers a new capture (correct, but
+costly if it happens every step, as ``OneCycleLR``'s momentum cycle does: see ``use_cuda_graphs``).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -62,11 +65,12 @@ class TrainStep:
 
     With ``use_graph`` the first ``warmup_steps`` steps run eagerly on a side stream (real training steps, as
     PyTorch's CUDA-graph notes require before capture), the next one captures the step into static buffers
-    and every later one copies the batch in and replays. ``optimizer.load_state_dict`` (a resume) replaces the
-    optimizer's state tensors, so it drops the graph (a hook calls ``reset``) and the step captures again;
-    ``model.load_state_dict`` copies into the same tensors and needs nothing. Evaluating the model between
-    epochs is fine: the step puts it back in train mode. Replays do not call ``optimizer.step()``, so
-    optimizer step hooks do not run.
+    and every later one copies the batch in and replays. On CUDA, eager steps and replays alike read the
+    learning rate from a float32 device tensor that holds ``param_groups``' value: the same arithmetic either
+    way. ``optimizer.load_state_dict`` (a resume) replaces the optimizer's state tensors, so it drops the graph
+    (a hook calls ``reset``) and the step captures again; ``model.load_state_dict`` copies into the same tensors
+    and needs nothing. Evaluating the model between epochs is fine: the step puts it back in train mode.
+    Replays do not call ``optimizer.step()``, so optimizer step hooks do not run.
 
     The returned loss is a 0-d tensor on the device, the same tensor every step (valid until the next step;
     ``.clone()`` to keep it): reading it (``.item()``, ``TerminateOnNan``, a progress bar) waits for the GPU,
@@ -123,8 +127,11 @@ class TrainStep:
         self._window_samples = 0
         self._graph: torch.cuda.CUDAGraph | None = None
         self._stream: torch.cuda.Stream | None = None
-        self._lrs: list[torch.Tensor] = []  # the learning rates the graph reads, one per param group
-        self._lrs_seen: list[Any] = []
+        # CUDA steps read lr from these (one per param group); CPU steps the param groups' floats
+        groups = optimizer.param_groups
+        self._device_values = self.device.type == "cuda" and all(g.get("fused") or g.get("capturable") for g in groups)
+        self._lrs = [self._device_scalar(g["lr"]) for g in groups] if self._device_values else []
+        self._seen = [float(g["lr"]) for g in groups]
         self._baked: list[tuple[Any, ...]] = []
         self._eager_left = warmup_steps
         self._warned = False
@@ -198,7 +205,42 @@ class TrainStep:
 
     def _eager(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        self._compute(x, y, w)
+        if not self._device_values:  # CPU: the param groups' floats, as the notebook's step
+            self._compute(x, y, w)
+            return
+        self._refresh()
+        with self._reading_device_values():
+            self._compute(x, y, w)
+
+    # -- the device tensors CUDA steps read the learning rate from
+
+    def _device_scalar(self, value: float | torch.Tensor) -> torch.Tensor:
+        """A float32 0-d tensor on the device holding ``value`` (a fill, no copy from the host)."""
+        return torch.full((), float(value), dtype=torch.float32, device=self.device)
+
+    def _refresh(self) -> None:
+        """Copy what the schedulers wrote into ``param_groups`` to the device tensors: a fill per change, no sync."""
+        for i, group in enumerate(self.optimizer.param_groups):
+            lr = group["lr"]
+            if isinstance(lr, torch.Tensor):
+                self._lrs[i].copy_(lr, non_blocking=True)
+            elif lr != self._seen[i]:
+                self._lrs[i].fill_(lr)
+                self._seen[i] = lr
+
+    @contextmanager
+    def _reading_device_values(self) -> Iterator[None]:
+        """Inside the block ``param_groups`` hold the device tensors (a step run or captured reads them); the
+        schedulers' values are back after it."""
+        groups = self.optimizer.param_groups
+        saved = [g["lr"] for g in groups]
+        try:
+            for group, lr in zip(groups, self._lrs):
+                group["lr"] = lr
+            yield
+        finally:
+            for group, lr in zip(groups, saved):
+                group["lr"] = lr
 
     # -- static buffers and the graph
 
@@ -247,32 +289,18 @@ class TrainStep:
                 raise ValueError("TrainStep: tensor betas are not supported; use floats")
             if group.get("fused"):  # (__init__ refused an optimizer neither fused nor capturable)
                 group["capturable"] = True  # the fused kernel is graph-safe either way; step() checks the flag
-        self._lrs = [torch.tensor(float(g["lr"]), dtype=torch.float32, device=self.device) for g in groups]
-        self._lrs_seen = [float(g["lr"]) for g in groups]
-        lrs = [g["lr"] for g in groups]
+        self._refresh()
         self.optimizer.zero_grad(set_to_none=True)  # backward in the graph allocates the gradients from its pool
         graph = torch.cuda.CUDAGraph()
-        try:
-            for group, lr in zip(groups, self._lrs):
-                group["lr"] = lr  # captured: replays read this tensor
-            with torch.cuda.graph(graph):
-                self._compute(self._x, self._y, self._w)
-        finally:
-            for group, lr in zip(groups, lrs):
-                group["lr"] = lr
+        with self._reading_device_values(), torch.cuda.graph(graph):  # captured: replays read these tensors
+            self._compute(self._x, self._y, self._w)
         self._graph = graph
         self._baked = self._hyperparameters()
         self.captures += 1
 
     def _replay(self) -> None:
         assert self._graph is not None
-        for i, group in enumerate(self.optimizer.param_groups):
-            lr = group["lr"]
-            if isinstance(lr, torch.Tensor):
-                self._lrs[i].copy_(lr, non_blocking=True)
-            elif lr != self._lrs_seen[i]:  # a scheduler changed it: one fill, no sync
-                self._lrs[i].fill_(lr)
-                self._lrs_seen[i] = lr
+        self._refresh()
         if self._hyperparameters() != self._baked:
             if not self._warned:
                 warnings.warn("TrainStep: an optimizer setting held constant by the CUDA graph (betas, eps, "

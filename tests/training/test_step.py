@@ -188,6 +188,16 @@ def test_when_graphs_are_used():
         use_cuda_graphs(True, "cuda", varying_betas=True)
 
 
+def test_cpu_steps_read_the_param_groups_floats(mnist_data):
+    """The learning rate stays the Python float on CPU (the notebook's arithmetic); device tensors are CUDA's."""
+    (model, opt), _ = _pair()
+    step = TrainStep(model, opt, batch_size=32)
+    seen = []
+    opt.register_step_pre_hook(lambda o, *_: seen.append((o.param_groups[0]["lr"], o.param_groups[0]["betas"])))
+    step(None, _batches(mnist_data.train, [32])[0])
+    assert seen == [(1e-3, (0.9, 0.999))] and not step._device_values and not step._lrs
+
+
 # -- CUDA: graph replays against eager steps (skipped without a GPU)
 
 
@@ -357,6 +367,42 @@ def test_deterministic_graph_runs_are_identical(mnist_data):
             _run(TrainStep(model, opt, batch_size=32), _batches(mnist_data.train, [32] * 50 + [9], "cuda"))
             weights.append([p.detach().clone() for p in model.parameters()])
     assert all(torch.equal(p, q) for p, q in zip(*weights))
+
+
+@cuda
+@pytest.mark.cuda
+def test_a_resumed_deterministic_graph_run_is_bit_identical(mnist_data):
+    """The warm-up steps after a resume take the replays' float32 lr: the same bits as replays."""
+    from ignite_lenet.training.devices import configure_determinism
+
+    def build():
+        model = _model("cuda")
+        optimizer = create_optimizer(model.parameters(), "adam", 1e-3, 0.0, "cuda", graphs=True)
+        scheduler = CosineAnnealingLR(optimizer, T_max=20, eta_min=1e-5)
+        return model, optimizer, scheduler, TrainStep(model, optimizer, batch_size=32)
+
+    def train(step, scheduler, batches):
+        for batch in batches:
+            step(None, batch)
+            scheduler.step()
+
+    batches = _batches(mnist_data.train, [32] * 80, "cuda")
+    with configure_determinism(True):
+        model, optimizer, scheduler, step = build()
+        train(step, scheduler, batches[:30])
+        buffer = io.BytesIO()
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict()}, buffer)
+        train(step, scheduler, batches[30:])
+        resumed_model, resumed_optimizer, resumed_scheduler, resumed_step = build()
+        saved = _read(buffer)
+        resumed_model.load_state_dict(saved["model"])
+        resumed_optimizer.load_state_dict(saved["optimizer"])
+        resumed_scheduler.load_state_dict(saved["scheduler"])
+        train(resumed_step, resumed_scheduler, batches[30:])  # 3 eager warm-ups, a capture, replays
+    assert step.captures == resumed_step.captures == 1
+    for p, q in zip(model.parameters(), resumed_model.parameters()):
+        assert torch.equal(p, q)
 
 
 def test_a_nan_loss_stops_training_at_the_next_readout(mnist_data):
