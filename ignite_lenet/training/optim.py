@@ -12,11 +12,17 @@ from ignite_lenet.config import OPTIMIZERS
 
 
 def create_optimizer(params: Iterable[Any], name: str = "adam", lr: float = 1e-3, weight_decay: float = 0.0,
-                     device: torch.device | str = "cpu", graphs: bool = False) -> torch.optim.Optimizer:
+                     device: torch.device | str = "cpu", graphs: bool = False,
+                     varying_betas: bool = False) -> torch.optim.Optimizer:
     """Adam (L2 ``weight_decay``) or AdamW (decoupled), fused: one kernel for all parameters, on CPU and CUDA.
 
     ``graphs=True`` (on CUDA) adds ``capturable=True``, which ``TrainStep`` needs to capture ``step()``;
-    the math is the same. The learning rate stays a float: the graph reads it from its own device tensor.
+    the math is the same. The learning rate stays a float: ``TrainStep`` hands the step its own device tensor.
+    ``varying_betas=True`` with ``graphs`` on CUDA (a schedule that writes beta1 every step, ``OneCycleLR``)
+    takes Adam's single-tensor capturable implementation instead: the fused kernel takes beta1 as a number,
+    which a captured graph holds constant, while the single-tensor one computes with the beta1 tensor that
+    ``TrainStep`` hands it (``step.reads_beta1_from_a_tensor``), so one graph follows the schedule. It launches
+    a few kernels per parameter instead of one for all, inside the graph. CPU runs are fused whatever the flags.
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
@@ -26,4 +32,6 @@ def create_optimizer(params: Iterable[Any], name: str = "adam", lr: float = 1e-3
         raise ValueError(f"weight_decay must be 0 or positive, got {weight_decay!r}")
     capturable = graphs and torch.device(device).type == "cuda"
     kind = torch.optim.Adam if name == "adam" else torch.optim.AdamW
+    if capturable and varying_betas:
+        return kind(params, lr=lr, weight_decay=weight_decay, foreach=False, capturable=True)
     return kind(params, lr=lr, weight_decay=weight_decay, fused=True, capturable=capturable)

@@ -343,9 +343,10 @@ def setup_model(cfg: TrainConfig, device: torch.device, data: MNISTData, initial
         else:
             net.load_state_dict(initial.state_dict())
     model = idist.auto_model(net.to(device), sync_bn=False)
-    cuda_graphs = use_cuda_graphs(cfg.cuda_graphs, device, idist.get_world_size(),
-                                  varying_betas=cfg.schedule == "onecycle")
-    optimizer = create_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay, device, cuda_graphs)
+    varying_betas = cfg.schedule == "onecycle"  # OneCycleLR cycles Adam's beta1 every step
+    cuda_graphs = use_cuda_graphs(cfg.cuda_graphs, device, idist.get_world_size(), varying_betas)
+    optimizer = create_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay, device, cuda_graphs,
+                                 varying_betas)
     return model, optimizer, cuda_graphs
 
 

@@ -17,7 +17,13 @@ from ignite_lenet.training.engines import create_evaluator
 from ignite_lenet.training.handlers import attach_loss_readout
 from ignite_lenet.training.notebook_baseline import notebook_loss
 from ignite_lenet.training.optim import create_optimizer
-from ignite_lenet.training.step import TrainStep, use_cuda_graphs
+from ignite_lenet.training import step as step_module
+from ignite_lenet.training.step import (
+    TrainStep,
+    graphs_follow_beta1,
+    reads_beta1_from_a_tensor,
+    use_cuda_graphs,
+)
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -176,16 +182,43 @@ def test_bad_batches_and_settings_are_refused(mnist_data):
             TrainStep(model.cuda(), plain, batch_size=8, use_graph=True)
 
 
-def test_when_graphs_are_used():
+def test_when_graphs_are_used(monkeypatch):
     assert use_cuda_graphs(None, "cuda") and use_cuda_graphs(True, "cuda")
     assert not use_cuda_graphs(False, "cuda")
     assert not use_cuda_graphs(True, "cpu") and not use_cuda_graphs(None, "cpu")  # CPU ignores the flag
     assert not use_cuda_graphs(None, "cuda", world_size=2)
-    assert not use_cuda_graphs(None, "cuda", varying_betas=True)
     with pytest.raises(ValueError, match="data-parallel"):
         use_cuda_graphs(True, "cuda", world_size=2)
-    with pytest.raises(ValueError, match="onecycle"):
+    # OneCycleLR's momentum cycle: a graph that reads beta1 from a tensor (this torch), else eager
+    assert graphs_follow_beta1()
+    assert use_cuda_graphs(None, "cuda", varying_betas=True) and use_cuda_graphs(True, "cuda", varying_betas=True)
+    monkeypatch.setattr(step_module, "graphs_follow_beta1", lambda: False)  # an older torch
+    assert not use_cuda_graphs(None, "cuda", varying_betas=True)
+    with pytest.raises(ValueError, match="onecycle.*torch >= 2.6"):
         use_cuda_graphs(True, "cuda", varying_betas=True)
+
+
+@pytest.mark.parametrize("version, follows", [("2.4.1", False), ("2.5.1+cu124", False), ("2.6.0", True),
+                                              ("2.11.0+cu130", True), ("2.14.1", True), ("3.0.0a0+git1234", True)])
+def test_which_torch_reads_beta1_from_a_tensor(version, follows):
+    assert graphs_follow_beta1(version) is follows
+
+
+def test_the_optimizer_of_a_graphed_one_cycle_run_reads_beta1_from_a_tensor():
+    """What ``create_optimizer`` builds for each case (built on CPU tensors: the flags are what matters here)."""
+    weight = torch.nn.Parameter(torch.zeros(3))
+
+    def group(**kw):
+        return create_optimizer([weight], "adamw", 3e-3, 0.05, **kw).param_groups[0]
+
+    one_cycle_graph = group(device="cuda", graphs=True, varying_betas=True)
+    assert one_cycle_graph["capturable"] and not one_cycle_graph["fused"] and one_cycle_graph["foreach"] is False
+    assert reads_beta1_from_a_tensor(one_cycle_graph)
+    for kw in ({}, {"device": "cuda", "graphs": True}, {"device": "cuda", "varying_betas": True},
+               {"device": "cpu", "graphs": True, "varying_betas": True}):  # the fused kernel: beta1 a number
+        assert group(**kw)["fused"] and not reads_beta1_from_a_tensor(group(**kw)), kw
+    assert not reads_beta1_from_a_tensor(torch.optim.Adam([weight], capturable=True).param_groups[0])  # foreach
+    assert not reads_beta1_from_a_tensor(torch.optim.SGD([weight]).param_groups[0])
 
 
 def test_cpu_steps_read_the_param_groups_floats(mnist_data):
@@ -369,16 +402,49 @@ def test_deterministic_graph_runs_are_identical(mnist_data):
     assert all(torch.equal(p, q) for p, q in zip(*weights))
 
 
+def _one_cycle_optimizer(model, graphs=True):
+    return create_optimizer(model.parameters(), "adamw", 3e-3, 0.05, "cuda", graphs=graphs, varying_betas=True)
+
+
 @cuda
 @pytest.mark.cuda
-def test_a_resumed_deterministic_graph_run_is_bit_identical(mnist_data):
-    """The warm-up steps after a resume take the replays' float32 lr: the same bits as replays."""
+def test_one_cycle_replays_follow_beta1_from_one_capture(mnist_data):
+    """OneCycleLR writes a new beta1 every step: the graph reads it from a tensor, as eager steps do."""
+    models = [_model("cuda") for _ in range(3)]
+    graphed = TrainStep(models[0], _one_cycle_optimizer(models[0]), batch_size=32)
+    eager = TrainStep(models[1], _one_cycle_optimizer(models[1]), batch_size=32, use_graph=False,
+                      pad_short_batches=True)
+    fixed = TrainStep(models[2], _one_cycle_optimizer(models[2]), batch_size=32, use_graph=False,
+                      pad_short_batches=True)
+    assert graphed._device_beta1 and eager._device_beta1
+    schedulers = [OneCycleLR(step.optimizer, 3e-3, total_steps=60, cycle_momentum=step is not fixed)
+                  for step in (graphed, eager, fixed)]
+    beta1s = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True")
+        for batch in _batches(mnist_data.train, [32] * 29 + [20] + [32] * 30, "cuda"):
+            for step, scheduler in zip((graphed, eager, fixed), schedulers):
+                step(None, batch)
+                scheduler.step()
+            beta1s.append(graphed.optimizer.param_groups[0]["betas"][0])
+    assert graphed.graphed and graphed.captures == 1  # no capture per beta1
+    assert all(type(b) is float for b in beta1s) and len(set(beta1s)) > 50  # the schedule's own floats, restored
+    assert _max_difference(models[0], models[1]) < 1e-5
+    assert _max_difference(models[0], models[2]) > 1e-4  # beta1 matters: a graph that held it would show
+
+
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("varying_betas", [False, True], ids=["cosine", "onecycle"])
+def test_a_resumed_deterministic_graph_run_is_bit_identical(mnist_data, varying_betas):
+    """The warm-up steps after a resume take the replays' float32 lr (and beta1): the same bits as replays."""
     from ignite_lenet.training.devices import configure_determinism
 
     def build():
         model = _model("cuda")
-        optimizer = create_optimizer(model.parameters(), "adam", 1e-3, 0.0, "cuda", graphs=True)
-        scheduler = CosineAnnealingLR(optimizer, T_max=20, eta_min=1e-5)
+        optimizer = create_optimizer(model.parameters(), "adam", 1e-3, 0.0, "cuda", True, varying_betas)
+        scheduler = (OneCycleLR(optimizer, 3e-3, total_steps=80) if varying_betas
+                     else CosineAnnealingLR(optimizer, T_max=20, eta_min=1e-5))
         return model, optimizer, scheduler, TrainStep(model, optimizer, batch_size=32)
 
     def train(step, scheduler, batches):
