@@ -33,5 +33,28 @@ def create_optimizer(params: Iterable[Any], name: str = "adam", lr: float = 1e-3
     capturable = graphs and torch.device(device).type == "cuda"
     kind = torch.optim.Adam if name == "adam" else torch.optim.AdamW
     if capturable and varying_betas:
-        return kind(params, lr=lr, weight_decay=weight_decay, foreach=False, capturable=True)
-    return kind(params, lr=lr, weight_decay=weight_decay, fused=True, capturable=capturable)
+        optimizer = kind(params, lr=lr, weight_decay=weight_decay, foreach=False, capturable=True)
+    else:
+        optimizer = kind(params, lr=lr, weight_decay=weight_decay, fused=True, capturable=capturable)
+    optimizer.register_load_state_dict_pre_hook(keep_implementation)
+    return optimizer
+
+
+IMPLEMENTATION = ("fused", "foreach", "capturable")  # how a process computes Adam's step, not training state
+
+
+def keep_implementation(optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> dict[str, Any] | None:
+    """``load_state_dict`` pre-hook: the loaded param groups keep this optimizer's ``IMPLEMENTATION`` flags.
+
+    ``Optimizer.load_state_dict`` takes every param-group setting from the checkpoint, the implementation too, so
+    a graphed one-cycle CUDA run's (single-tensor, ``capturable``) would make a CPU resume assert that
+    capturable needs CUDA, and a CPU run's (fused) would make a graphed one-cycle CUDA resume hand the fused
+    kernel a beta1 tensor. The flags chosen for this process stay; the state tensors are cast as they require.
+    The caller's dict is not changed; groups that do not pair up are left for torch to refuse.
+    """
+    saved = state_dict["param_groups"]
+    if len(saved) != len(optimizer.param_groups):
+        return None
+    groups = [{**group, **{key: own[key] for key in IMPLEMENTATION if key in own}}
+              for group, own in zip(saved, optimizer.param_groups)]
+    return {**state_dict, "param_groups": groups}

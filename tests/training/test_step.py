@@ -221,6 +221,32 @@ def test_the_optimizer_of_a_graphed_one_cycle_run_reads_beta1_from_a_tensor():
     assert not reads_beta1_from_a_tensor(torch.optim.SGD([weight]).param_groups[0])
 
 
+def test_a_loaded_state_keeps_the_optimizers_own_implementation():
+    """A checkpoint holds training state, not how its machine computed it: a graphed one-cycle CUDA run's
+    optimizer state (single-tensor, capturable) resumes on a CPU's fused Adam and a CPU run's on the other."""
+    weights = [torch.nn.Parameter(torch.ones(3)) for _ in range(3)]
+    cpu = create_optimizer([weights[0]], "adamw", 3e-3, 0.05)
+    weights[0].grad = torch.ones(3)
+    cpu.step()
+    saved = cpu.state_dict()
+    graphed = {**saved, "param_groups": [{**g, "fused": None, "foreach": False, "capturable": True}
+                                         for g in saved["param_groups"]]}  # as a graphed one-cycle run saves it
+    resumed = create_optimizer([weights[1]], "adamw", 3e-3, 0.05)
+    resumed.load_state_dict(graphed)
+    group = resumed.param_groups[0]
+    assert group["fused"] and not group["capturable"] and group["lr"] == 3e-3
+    weights[1].grad = torch.ones(3)
+    resumed.step()  # with the loaded flags: AssertionError, capturable needs a CUDA device
+    # the loaded moments went on: after two steps of gradient 1, v = 0.999 * 0.001 + 0.001
+    torch.testing.assert_close(resumed.state[weights[1]]["exp_avg_sq"], torch.full((3,), 1.999e-3), rtol=1e-6, atol=0)
+    assert graphed["param_groups"][0]["capturable"]  # the caller's dict is untouched
+    on_cuda = create_optimizer([weights[2]], "adamw", 3e-3, 0.05, device="cuda", graphs=True, varying_betas=True)
+    on_cuda.load_state_dict(saved)
+    assert reads_beta1_from_a_tensor(on_cuda.param_groups[0])
+    with pytest.raises(ValueError, match="different number of parameter groups"):
+        resumed.load_state_dict({**saved, "param_groups": saved["param_groups"] * 2})
+
+
 def test_cpu_steps_read_the_param_groups_floats(mnist_data):
     """The learning rate stays the Python float on CPU (the notebook's arithmetic); device tensors are CUDA's."""
     (model, opt), _ = _pair()

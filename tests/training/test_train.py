@@ -206,3 +206,24 @@ def test_a_deterministic_cuda_run_resumes_bit_for_bit(mnist_dir, tmp_path):
     for name in expected:
         assert torch.equal(final[name], expected[name]), name
     assert finished.metrics["test_accuracy"] == reference.metrics["test_accuracy"]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_one_cycle_run_moves_between_cpu_and_a_graphed_cuda_step_on_resume(mnist_dir, tmp_path):
+    """The checkpoint's optimizer state, not its implementation: fused on CPU, single-tensor capturable on CUDA."""
+    cfg = _cfg(mnist_dir, tmp_path, epochs=3, epoch_length=20, batch_size=64, schedule="onecycle", lr=3e-3,
+               augment=True)
+
+    def run_until(cfg, epoch):
+        training = build_training(cfg)
+        training.trainer.add_event_handler(Events.EPOCH_COMPLETED(once=epoch), lambda engine: engine.terminate())
+        training.trainer.run(training.loaders["train"], max_epochs=cfg.epochs)
+        return training
+
+    run_until(cfg, 1)
+    on_cuda = run_until(cfg.replace(device="cuda", resume=True), 2)
+    assert on_cuda.engines.readout.step.graphed and on_cuda.trainer.state.epoch == 2
+    finished = train(cfg.replace(resume=True))  # back on the CPU for the last epoch
+    assert finished.metrics["epochs_run"] == 3 and finished.metrics["device"] == "cpu"
+    assert finished.metrics["test_accuracy"] > 0.6  # 60 augmented steps: about 82% on CPU
