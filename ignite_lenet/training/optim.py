@@ -1,4 +1,5 @@
-"""The optimizer of a run: Adam or AdamW, fused (or capturable) where a CUDA graph replays the step."""
+"""The optimizer of a run: Adam or AdamW, fused (capturable where a CUDA graph replays the step; single-tensor
+where the graph follows ``OneCycleLR``'s beta1), keeping its implementation when a checkpoint is loaded."""
 
 from __future__ import annotations
 
