@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import ignite_lenet  # noqa: F401  sets CUBLAS_WORKSPACE_CONFIG's default before any test's first CUDA matrix product
+
 ROOT = Path(__file__).resolve().parent
 
 

@@ -11,9 +11,23 @@ path) does not pay for importing torch.
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# cuBLAS's documented setting for reproducible results (CUDA >= 10.2), which ``--deterministic`` needs.
+CUBLAS_WORKSPACE_CONFIG = ":4096:8"
+
+# Set here, before anything of ours can run a matrix product: PyTorch reads the variable once per process (the
+# workspace size when it creates its first cuBLAS handle; the deterministic check at the first GEMM, whose answer
+# it keeps), so a ``train(deterministic=True)`` after any CUDA work in the same process (a notebook's second run,
+# a test after other CUDA tests) would raise if ``configure_determinism`` set it only then. Its cost is nothing
+# for other runs: it only sizes the workspace PyTorch hands cuBLAS, 8 x 4 MiB = 32 MiB per handle, which is
+# PyTorch's own default on Hopper GPUs such as the H200 (elsewhere the default is ``:4096:2:16:8``, about 8 MiB,
+# so 24 MiB more there); it selects no deterministic kernels (``torch.use_deterministic_algorithms`` does that).
+# A value the user set wins. No torch import: the ONNX serving path stays torch-free.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE_CONFIG)
 
 _EXPORTS = {
     "TrainConfig": "config",

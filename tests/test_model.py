@@ -104,6 +104,7 @@ def test_fast_tanh_runs_sigmoid_tanh_on_cpu_only_when_asked():
     assert "SigmoidTanhBackward" in ops and "TanhBackward0" not in ops
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_fast_tanh_is_torch_tanh_on_cuda():
     fast = LeNet5(fast_tanh=True).cuda()

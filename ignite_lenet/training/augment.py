@@ -1,8 +1,11 @@
 """Training-time augmentation of whole batches on their device: random affine maps and elastic distortions.
 
 Both draw their parameters from the ``generator`` the loader seeds per (seed, epoch, rank), so augmented runs
-stay reproducible and resume exactly. They work on raw images in [0, 1] (background 0), before any
-standardisation, so the zero padding of ``grid_sample`` is the background.
+stay reproducible and resume exactly. They draw on the generator's device, which the loader makes the batch's:
+on CPU the stream of a ``torch.Generator()`` as before, on a GPU a CUDA generator, so a batch's parameters never
+cross from host memory (a copy from pageable memory would wait for the GPU every batch). They work on raw
+images in [0, 1] (background 0), before any standardisation, so the zero padding of ``grid_sample`` is the
+background.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ class RandomAffine:
         n = images.shape[0]
 
         def uniform(bound: float) -> torch.Tensor:
-            return (torch.rand(n, generator=generator) * 2 - 1) * bound
+            return (torch.rand(n, generator=generator, device=generator.device) * 2 - 1) * bound
 
         angle = uniform(math.radians(self.degrees))
         zoom = 1 + uniform(self.scale)
@@ -47,7 +50,7 @@ class RandomAffine:
         # (rotation / zoom) @ [[1, shear], [0, 1]]: output -> input coordinates
         theta = torch.stack([torch.stack([cos, cos * shear - sin, shift_x], 1),
                              torch.stack([sin, sin * shear + cos, shift_y], 1)], 1)
-        theta = theta.to(device=images.device, dtype=images.dtype)  # (B, 2, 3)
+        theta = theta.to(device=images.device, dtype=images.dtype)  # (B, 2, 3); a copy only across devices
         grid = affine_grid(theta, images.shape[-2], images.shape[-1])  # (B, H, W, 2)
         if self.elastic is not None:
             grid = grid + self.elastic.displacement(images.shape, generator).to(images.device, images.dtype)
@@ -84,20 +87,30 @@ class ElasticDistortion:
         if not (alpha >= 0 and sigma > 0):
             raise ValueError("ElasticDistortion: alpha must be >= 0 and sigma > 0")
         self.alpha, self.sigma = alpha, sigma
-        radius = int(math.ceil(3 * sigma))
-        x = torch.arange(-radius, radius + 1, dtype=torch.float32)
-        kernel = torch.exp(-(x**2) / (2 * sigma**2))
-        self.kernel = kernel / kernel.sum()  # (2r + 1,)
+        self.kernel = self._gaussian(torch.device("cpu"))  # (2r + 1,)
+        self._kernels = {self.kernel.device: self.kernel}
+
+    def _gaussian(self, device: torch.device) -> torch.Tensor:
+        """The normalised Gaussian ``(2r + 1,)``, computed on ``device`` (no copy from the host)."""
+        radius = int(math.ceil(3 * self.sigma))
+        x = torch.arange(-radius, radius + 1, dtype=torch.float32, device=device)
+        kernel = torch.exp(-(x**2) / (2 * self.sigma**2))
+        return kernel / kernel.sum()
 
     def displacement(self, shape: torch.Size | tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
-        """Offsets ``(B, H, W, 2)`` in ``grid_sample``'s normalised coordinates (x, y), drawn on the CPU."""
+        """Offsets ``(B, H, W, 2)`` in ``grid_sample``'s normalised coordinates (x, y), drawn on the generator's
+        device."""
         n, _, h, w = shape
-        noise = torch.rand(n * 2, 1, h, w, generator=generator) * 2 - 1
-        k = self.kernel
+        device = generator.device
+        noise = torch.rand(n * 2, 1, h, w, generator=generator, device=device) * 2 - 1
+        if device not in self._kernels:
+            self._kernels[device] = self._gaussian(device)
+        k = self._kernels[device]
         pad = len(k) // 2
         # separable Gaussian blur, zero padding outside the image
         field = F.conv2d(F.pad(noise, (pad, pad, 0, 0)), k.view(1, 1, 1, -1))
         field = F.conv2d(F.pad(field, (0, 0, pad, pad)), k.view(1, 1, -1, 1))
         field = field.view(n, 2, h, w) * self.alpha
-        scale = torch.tensor([2.0 / w, 2.0 / h]).view(1, 2, 1, 1)  # pixels -> normalised coordinates
-        return (field * scale).permute(0, 2, 3, 1)
+        # pixels -> normalised coordinates: filled on the device, the values torch.tensor([2 / w, 2 / h]) holds
+        scale = torch.stack([torch.full((), 2.0 / w, device=device), torch.full((), 2.0 / h, device=device)])
+        return (field * scale.view(1, 2, 1, 1)).permute(0, 2, 3, 1)

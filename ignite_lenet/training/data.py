@@ -88,7 +88,7 @@ class InMemoryLoader:
     cover the set; ``pad=True`` repeats a few indices so that every rank gets the same number (training needs
     equal step counts), ``pad=False`` keeps shards exact (evaluation). ``max_batches`` caps an epoch.
     ``augment`` (e.g. ``augment.RandomAffine()``) transforms every batch with a generator seeded by seed, epoch
-    and rank.
+    and rank, on the images' device.
 
     Example::
 
@@ -169,7 +169,8 @@ class InMemoryLoader:
         if self.augment is not None:  # its own stream: the batch order must not depend on it
             # modulo torch's seed range: a large --seed would overflow it (small seeds keep their streams)
             stream = (((self.seed * 1_000_003 + self.epoch) * 1009 + self.rank) + 1) % 2**64
-            generator = torch.Generator().manual_seed(stream)
+            # on the images' device: a GPU draws the parameters itself, the CPU keeps its stream
+            generator = torch.Generator(device=images.device).manual_seed(stream)
         for i in range(len(self)):
             if order is None:  # contiguous slices are views: no copy
                 x, y = images[i * bs : (i + 1) * bs], labels[i * bs : (i + 1) * bs]

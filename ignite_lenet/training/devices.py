@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import ignite.distributed as idist
 import torch
 
-CUBLAS_WORKSPACE_CONFIG = ":4096:8"  # cuBLAS's documented setting for reproducible results (CUDA >= 10.2)
+from ignite_lenet import CUBLAS_WORKSPACE_CONFIG  # set as the default when the package is imported
 
 
 def resolve_device(name: str) -> torch.device:
@@ -119,13 +119,14 @@ def configure_determinism(enabled: bool, warn_only: bool = False) -> Iterator[No
     """Inside the block, torch uses deterministic algorithms only (``--deterministic``); everything is restored after.
 
     Sets ``torch.use_deterministic_algorithms(True, warn_only=...)``, ``cudnn.benchmark = False``,
-    ``cudnn.deterministic = True`` and ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` when the environment does not set it.
-    cuBLAS reads that variable when this process creates its first cuBLAS handle, so enter the block before
-    any CUDA computation (the start of ``train``); processes spawned inside it inherit the variable. Seeds are
-    the caller's. Every op of LeNet-5's training and evaluation (convolutions, tanh, ``avg_pool2d`` and its
-    backward, linear layers, 1-D cross-entropy, fused Adam, Ignite's Accuracy/Loss/ConfusionMatrix without
-    weights, ``grid_sample`` forward) has a deterministic CUDA implementation, so ``warn_only`` stays ``False``:
-    an op without one fails loudly, naming itself. ``enabled=False`` changes nothing.
+    ``cudnn.deterministic = True`` and ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` when the environment does not set it
+    (importing ``ignite_lenet`` already sets it: PyTorch reads it once per process, at the first matrix
+    product, so later is too late; ``check_cublas_workspace`` tells); processes spawned inside it inherit the
+    variable. Seeds are the caller's. Every op of LeNet-5's training and evaluation (convolutions, tanh,
+    ``avg_pool2d`` and its backward, linear layers, 1-D cross-entropy, fused Adam, Ignite's
+    Accuracy/Loss/ConfusionMatrix without weights, ``grid_sample`` forward) has a deterministic CUDA
+    implementation, so ``warn_only`` stays ``False``: an op without one fails loudly, naming itself.
+    ``enabled=False`` changes nothing.
     """
     if not enabled:
         yield
@@ -144,3 +145,31 @@ def configure_determinism(enabled: bool, warn_only: bool = False) -> Iterator[No
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[2], saved[3]
         if not env_was_set:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+
+
+def check_cublas_workspace(device: torch.device | str) -> None:
+    """For ``--deterministic`` on CUDA (inside ``configure_determinism``): a one-line ``ValueError`` when this
+    process ran a CUDA matrix product before ``CUBLAS_WORKSPACE_CONFIG`` was set, instead of a RuntimeError at
+    the first deterministic GEMM, mid-run.
+
+    PyTorch checks the variable at the first GEMM of the process and keeps the answer, so setting it afterwards
+    changes nothing. ``import ignite_lenet`` sets it, so this fails only when CUDA work ran before the package was
+    imported (or the variable was removed). A process that has not initialised CUDA has run no GEMM: nothing to
+    check; otherwise one 2x2 product on the device asks cuBLAS's own check.
+    """
+    if torch.device(device).type != "cuda" or not torch.cuda.is_initialized():
+        return
+    try:
+        _deterministic_gemm(torch.device(device))
+    except RuntimeError as e:
+        if "CUBLAS_WORKSPACE_CONFIG" not in str(e):
+            raise
+        raise ValueError(f"--deterministic: this process ran CUDA matrix products before CUBLAS_WORKSPACE_CONFIG "
+                         f"was set, and cuBLAS reads it only once; start a new process with "
+                         f"CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE_CONFIG} set (or import ignite_lenet before "
+                         f"any CUDA work)") from None
+
+
+def _deterministic_gemm(device: torch.device) -> None:
+    a = torch.ones(2, 2, device=device)
+    torch.mm(a, a)

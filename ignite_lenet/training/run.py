@@ -53,7 +53,7 @@ from ignite_lenet.spec import (
 )
 from ignite_lenet.training.augment import ElasticDistortion, RandomAffine
 from ignite_lenet.training.data import InMemoryLoader, MNISTData, load_data
-from ignite_lenet.training.devices import configure_determinism, resolve_device
+from ignite_lenet.training.devices import check_cublas_workspace, configure_determinism, resolve_device
 from ignite_lenet.training.distributed import checkpoint_from_rank0, launch, on_rank0, requested
 from ignite_lenet.training.engines import create_ema, create_evaluator, create_trainer, quiet_reported_errors
 from ignite_lenet.training.handlers import (
@@ -308,6 +308,8 @@ def _build(cfg: TrainConfig, logger: logging.Logger, determinism: ExitStack, loc
     # 1. the run directory (claimed by build_training), the device, and what to start from: before any data is read
     output_dir = check_output_dir(cfg.output_dir)
     device = resolve_device(cfg.device)
+    if cfg.deterministic:
+        check_cublas_workspace(device)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     resume_from = load_resumable(cfg, output_dir / TRAINING_CHECKPOINT, device) if cfg.resume else None
@@ -403,9 +405,10 @@ def setup_model(cfg: TrainConfig, device: torch.device, data: MNISTData, initial
         else:
             net.load_state_dict(initial.state_dict())
     model = idist.auto_model(net.to(device), sync_bn=False)
-    cuda_graphs = use_cuda_graphs(cfg.cuda_graphs, device, idist.get_world_size(),
-                                  varying_betas=cfg.schedule == "onecycle")
-    optimizer = create_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay, device, cuda_graphs)
+    varying_betas = cfg.schedule == "onecycle"  # OneCycleLR cycles Adam's beta1 every step
+    cuda_graphs = use_cuda_graphs(cfg.cuda_graphs, device, idist.get_world_size(), varying_betas)
+    optimizer = create_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay, device, cuda_graphs,
+                                 varying_betas)
     return model, optimizer, cuda_graphs
 
 

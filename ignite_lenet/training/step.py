@@ -7,16 +7,21 @@ launches the whole step (forward, summed cross-entropy, backward, fused Adam) at
     optimizer = create_optimizer(model.parameters(), "adam", lr=1e-3, device=device, graphs=True)
     trainer, readout = create_trainer(model, optimizer, batch_size=32)   # engines.py: TrainStep + loss readout
 
-The graph reads the learning rate from a device tensor refreshed from ``param_groups[i]["lr"]`` before each
-replay, so LR schedulers work unchanged (whatever they write, float or tensor). What the graph bakes in (betas,
-eps, weight decay) is checked before each replay: a change triggers a new capture (correct, but costly if it
-happens every step, as ``OneCycleLR``'s momentum cycle does: see ``use_cuda_graphs``).
+On CUDA every step, eager or replayed, reads the learning rate from a float32 device tensor refreshed from
+``param_groups[i]["lr"]`` before the step, so LR schedulers work unchanged (whatever they write, float or
+tensor) and the warm-up steps before a capture take the replays' step size, not the Python float's: a resumed
+``--deterministic`` run (warm-ups, then replays) is bit-identical to an uninterrupted one. Adam's single-tensor
+capturable implementation (``create_optimizer(..., varying_betas=True)``) reads beta1 from such a tensor too,
+so ``OneCycleLR``'s momentum cycle, which writes beta1 every step, replays one graph. What the graph bakes in
+(beta1 of the fused kernel, beta2, eps, weight decay) is checked before each replay: a change triggers a new
+capture (correct, but costly if it happens every step: see ``use_cuda_graphs``).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -24,17 +29,41 @@ import torch.nn.functional as F
 from ignite.engine import Engine
 from torch import nn
 
-# optimizer settings a captured step holds as constants (the learning rate is read from a tensor instead)
+# optimizer settings a captured step holds as constants (the learning rate, and beta1 where the optimizer
+# takes it as a tensor, are read from device tensors instead)
 _BAKED = ("betas", "eps", "weight_decay", "amsgrad", "maximize", "foreach", "fused", "differentiable",
           "decoupled_weight_decay")
+
+# Adam and AdamW take beta1 as a tensor from this torch on (their docs: ``betas (tuple[float | Tensor, ...])``);
+# with an older one a schedule that changes beta1 every step trains eagerly on CUDA
+TENSOR_BETAS_TORCH = (2, 6)
+
+
+def graphs_follow_beta1(version: str = torch.__version__) -> bool:
+    """Whether a CUDA graph can read Adam's beta1 from a tensor on this torch (``TENSOR_BETAS_TORCH`` or later)."""
+    major, minor = (int("".join(c for c in part if c.isdigit()) or 0) for part in version.split(".")[:2])
+    return (major, minor) >= TENSOR_BETAS_TORCH
+
+
+def reads_beta1_from_a_tensor(group: dict[str, Any]) -> bool:
+    """Whether this Adam param group's step reads beta1 from a device tensor: the single-tensor, capturable
+    implementation (``create_optimizer(..., varying_betas=True)`` on CUDA with graphs).
+
+    The fused kernel takes beta1 as a number (a captured graph holds it constant) and the foreach one turns a
+    tensor beta1 into a number (a host sync, refused in a capture); only the single-tensor one computes with it.
+    """
+    return ("betas" in group and bool(group.get("capturable")) and not group.get("fused")
+            and group.get("foreach") is False)
 
 
 def use_cuda_graphs(requested: bool | None, device: torch.device | str, world_size: int = 1,
                     varying_betas: bool = False) -> bool:
     """Whether training replays a CUDA graph (``--cuda-graphs`` / ``--no-cuda-graphs``; ``None`` is auto).
 
-    Auto means yes on CUDA in a single process unless a scheduler changes Adam's betas every step
-    (``varying_betas``: ``OneCycleLR`` with its default momentum cycle). CPU ignores the flag. Asking for
+    Auto means yes on CUDA in a single process. A scheduler that changes Adam's beta1 every step
+    (``varying_betas``: ``OneCycleLR`` with its default momentum cycle) needs an optimizer whose graph reads beta1
+    from a tensor (``create_optimizer(..., varying_betas=True)``), which needs torch >= 2.6
+    (``graphs_follow_beta1``); with an older torch such runs train eagerly. CPU ignores the flag. Asking for
     graphs where they cannot work is a ``ValueError``.
     """
     if torch.device(device).type != "cuda" or requested is False:
@@ -44,10 +73,11 @@ def use_cuda_graphs(requested: bool | None, device: torch.device | str, world_si
             raise ValueError("--cuda-graphs: not in data-parallel runs (DDP's gradient all-reduce is not captured); "
                              "use --no-cuda-graphs")
         return False
-    if varying_betas:
+    if varying_betas and not graphs_follow_beta1():
         if requested:
-            raise ValueError("--cuda-graphs: --schedule onecycle changes Adam's beta1 every step, which a captured "
-                             "step holds constant; use --no-cuda-graphs")
+            raise ValueError(f"--cuda-graphs: --schedule onecycle changes Adam's beta1 every step, which a captured "
+                             f"step reads from a tensor only with torch >= 2.6 (this is {torch.__version__}); "
+                             f"use --no-cuda-graphs")
         return False
     return True
 
@@ -62,11 +92,13 @@ class TrainStep:
 
     With ``use_graph`` the first ``warmup_steps`` steps run eagerly on a side stream (real training steps, as
     PyTorch's CUDA-graph notes require before capture), the next one captures the step into static buffers
-    and every later one copies the batch in and replays. ``optimizer.load_state_dict`` (a resume) replaces the
-    optimizer's state tensors, so it drops the graph (a hook calls ``reset``) and the step captures again;
-    ``model.load_state_dict`` copies into the same tensors and needs nothing. Evaluating the model between
-    epochs is fine: the step puts it back in train mode. Replays do not call ``optimizer.step()``, so
-    optimizer step hooks do not run.
+    and every later one copies the batch in and replays. On CUDA, eager steps and replays alike read the
+    learning rate (and beta1, for an optimizer that ``reads_beta1_from_a_tensor``) from float32 device tensors
+    that hold ``param_groups``' values: the same arithmetic either way. ``optimizer.load_state_dict`` (a
+    resume) replaces the optimizer's state tensors, so it drops the graph (a hook calls ``reset``) and the step
+    captures again; ``model.load_state_dict`` copies into the same tensors and needs nothing. Evaluating the
+    model between epochs is fine: the step puts it back in train mode. Replays do not call
+    ``optimizer.step()``, so optimizer step hooks do not run.
 
     The returned loss is a 0-d tensor on the device, the same tensor every step (valid until the next step;
     ``.clone()`` to keep it): reading it (``.item()``, ``TerminateOnNan``, a progress bar) waits for the GPU,
@@ -75,7 +107,7 @@ class TrainStep:
     Args:
         model: the model, its parameters on one device.
         optimizer: Adam or AdamW over the model's parameters; fused or ``capturable=True`` for graphs
-            (``create_optimizer(..., graphs=True)``).
+            (``create_optimizer(..., graphs=True)``; with ``varying_betas=True`` the graph follows beta1).
         batch_size: the size of the static batch (the training batch size).
         label_smoothing: passed to ``F.cross_entropy``.
         use_graph: ``None`` means on CUDA devices; ``True`` needs CUDA.
@@ -123,8 +155,13 @@ class TrainStep:
         self._window_samples = 0
         self._graph: torch.cuda.CUDAGraph | None = None
         self._stream: torch.cuda.Stream | None = None
-        self._lrs: list[torch.Tensor] = []  # the learning rates the graph reads, one per param group
-        self._lrs_seen: list[Any] = []
+        # CUDA steps read lr (and beta1) from these (one per param group); CPU steps the param groups' floats
+        groups = optimizer.param_groups
+        self._device_values = self.device.type == "cuda" and all(g.get("fused") or g.get("capturable") for g in groups)
+        self._device_beta1 = self._device_values and all(reads_beta1_from_a_tensor(g) for g in groups)
+        self._lrs = [self._device_scalar(g["lr"]) for g in groups] if self._device_values else []
+        self._beta1s = [self._device_scalar(g["betas"][0]) for g in groups] if self._device_beta1 else []
+        self._seen = [[float(g["lr"]), float(g["betas"][0]) if self._device_beta1 else None] for g in groups]
         self._baked: list[tuple[Any, ...]] = []
         self._eager_left = warmup_steps
         self._warned = False
@@ -198,7 +235,49 @@ class TrainStep:
 
     def _eager(self, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
-        self._compute(x, y, w)
+        if not self._device_values:  # CPU: the param groups' floats, as the notebook's step
+            self._compute(x, y, w)
+            return
+        self._refresh()
+        with self._reading_device_values():
+            self._compute(x, y, w)
+
+    # -- the device tensors CUDA steps read the learning rate (and beta1) from
+
+    def _device_scalar(self, value: float | torch.Tensor) -> torch.Tensor:
+        """A float32 0-d tensor on the device holding ``value`` (a fill, no copy from the host)."""
+        return torch.full((), float(value), dtype=torch.float32, device=self.device)
+
+    def _refresh(self) -> None:
+        """Copy what the schedulers wrote into ``param_groups`` to the device tensors: a fill per change, no sync."""
+        for i, group in enumerate(self.optimizer.param_groups):
+            targets = [(0, group["lr"], self._lrs[i])]
+            if self._device_beta1:
+                targets.append((1, group["betas"][0], self._beta1s[i]))
+            for k, value, target in targets:
+                if isinstance(value, torch.Tensor):
+                    target.copy_(value, non_blocking=True)
+                elif value != self._seen[i][k]:
+                    target.fill_(value)
+                    self._seen[i][k] = value
+
+    @contextmanager
+    def _reading_device_values(self) -> Iterator[None]:
+        """Inside the block ``param_groups`` hold the device tensors (a step run or captured reads them); the
+        schedulers' values are back after it."""
+        groups = self.optimizer.param_groups
+        saved = [(g["lr"], g.get("betas")) for g in groups]
+        try:
+            for i, group in enumerate(groups):
+                group["lr"] = self._lrs[i]
+                if self._device_beta1:
+                    group["betas"] = (self._beta1s[i], *group["betas"][1:])
+            yield
+        finally:
+            for group, (lr, betas) in zip(groups, saved):
+                group["lr"] = lr
+                if betas is not None:
+                    group["betas"] = betas
 
     # -- static buffers and the graph
 
@@ -238,7 +317,14 @@ class TrainStep:
         main.wait_stream(self._stream)
 
     def _hyperparameters(self) -> list[tuple[Any, ...]]:
-        return [tuple(group.get(key) for key in _BAKED) for group in self.optimizer.param_groups]
+        """What the graph holds constant, per param group (beta1 only where it is not read from a tensor)."""
+        baked = []
+        for group in self.optimizer.param_groups:
+            values = {key: group.get(key) for key in _BAKED}
+            if self._device_beta1:
+                values["betas"] = tuple(group["betas"][1:])
+            baked.append(tuple(values.values()))
+        return baked
 
     def _capture(self) -> None:
         groups = self.optimizer.param_groups
@@ -247,32 +333,18 @@ class TrainStep:
                 raise ValueError("TrainStep: tensor betas are not supported; use floats")
             if group.get("fused"):  # (__init__ refused an optimizer neither fused nor capturable)
                 group["capturable"] = True  # the fused kernel is graph-safe either way; step() checks the flag
-        self._lrs = [torch.tensor(float(g["lr"]), dtype=torch.float32, device=self.device) for g in groups]
-        self._lrs_seen = [float(g["lr"]) for g in groups]
-        lrs = [g["lr"] for g in groups]
+        self._refresh()
         self.optimizer.zero_grad(set_to_none=True)  # backward in the graph allocates the gradients from its pool
         graph = torch.cuda.CUDAGraph()
-        try:
-            for group, lr in zip(groups, self._lrs):
-                group["lr"] = lr  # captured: replays read this tensor
-            with torch.cuda.graph(graph):
-                self._compute(self._x, self._y, self._w)
-        finally:
-            for group, lr in zip(groups, lrs):
-                group["lr"] = lr
+        with self._reading_device_values(), torch.cuda.graph(graph):  # captured: replays read these tensors
+            self._compute(self._x, self._y, self._w)
         self._graph = graph
         self._baked = self._hyperparameters()
         self.captures += 1
 
     def _replay(self) -> None:
         assert self._graph is not None
-        for i, group in enumerate(self.optimizer.param_groups):
-            lr = group["lr"]
-            if isinstance(lr, torch.Tensor):
-                self._lrs[i].copy_(lr, non_blocking=True)
-            elif lr != self._lrs_seen[i]:  # a scheduler changed it: one fill, no sync
-                self._lrs[i].fill_(lr)
-                self._lrs_seen[i] = lr
+        self._refresh()
         if self._hyperparameters() != self._baked:
             if not self._warned:
                 warnings.warn("TrainStep: an optimizer setting held constant by the CUDA graph (betas, eps, "

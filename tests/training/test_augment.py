@@ -1,10 +1,18 @@
-"""Augmentation: random affine maps and elastic distortions, on real MNIST digits."""
+"""Augmentation: random affine maps and elastic distortions, on real MNIST digits; on CPU the stream of the
+implementation before device draws, bit for bit; on CUDA no host sync per augmented step (skipped without one)."""
+
+import math
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch.optim.lr_scheduler import OneCycleLR
 
+from ignite_lenet.model import LeNet5, optimize_layout
 from ignite_lenet.training.augment import ElasticDistortion, RandomAffine, affine_grid
 from ignite_lenet.training.data import InMemoryLoader, Split
+from ignite_lenet.training.optim import create_optimizer
+from ignite_lenet.training.step import TrainStep
 
 
 def test_random_affine_is_identity_at_zero_and_reproducible(mnist_data):
@@ -76,3 +84,92 @@ def test_shear_slants_the_digit(mnist_data):
     # a pure shear keeps rows: the ink of each row is nearly preserved
     rows_before, rows_after = x.sum((1, 3)), sheared.sum((1, 3))
     assert (rows_before - rows_after).abs().sum().item() < 0.1 * rows_before.sum().item()
+
+
+# -- the CPU stream: what the implementation drew before it drew on the generator's device (verbatim)
+
+
+def _previous_displacement(elastic, shape, generator):
+    n, _, h, w = shape
+    noise = torch.rand(n * 2, 1, h, w, generator=generator) * 2 - 1
+    k = elastic.kernel
+    pad = len(k) // 2
+    field = F.conv2d(F.pad(noise, (pad, pad, 0, 0)), k.view(1, 1, 1, -1))
+    field = F.conv2d(F.pad(field, (0, 0, pad, pad)), k.view(1, 1, -1, 1))
+    field = field.view(n, 2, h, w) * elastic.alpha
+    scale = torch.tensor([2.0 / w, 2.0 / h]).view(1, 2, 1, 1)
+    return (field * scale).permute(0, 2, 3, 1)
+
+
+def _previous_random_affine(augment, images, generator):
+    n = images.shape[0]
+
+    def uniform(bound):
+        return (torch.rand(n, generator=generator) * 2 - 1) * bound
+
+    angle = uniform(math.radians(augment.degrees))
+    zoom = 1 + uniform(augment.scale)
+    shear = uniform(augment.shear)
+    shift_x, shift_y = uniform(2 * augment.translate), uniform(2 * augment.translate)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, cos * shear - sin, shift_x], 1),
+                         torch.stack([sin, sin * shear + cos, shift_y], 1)], 1)
+    theta = theta.to(device=images.device, dtype=images.dtype)
+    grid = affine_grid(theta, images.shape[-2], images.shape[-1])
+    if augment.elastic is not None:
+        grid = grid + _previous_displacement(augment.elastic, images.shape, generator).to(images.device, images.dtype)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+@pytest.mark.parametrize("elastic", [False, True])
+def test_cpu_draws_are_the_previous_stream_bit_for_bit(mnist_data, elastic):
+    """The fast and best recipes augment on CPU: their runs must not change."""
+    augment = RandomAffine(elastic=ElasticDistortion() if elastic else None)
+    ours, theirs = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    for start in (0, 64, 128):  # consecutive batches from one generator: the same draws in the same order
+        x = mnist_data.train.images[start:start + 64]
+        assert torch.equal(augment(x, ours), _previous_random_affine(augment, x, theirs))
+    assert torch.equal(ours.get_state(), theirs.get_state())
+
+
+def test_the_loader_seeds_a_generator_on_the_images_device_per_seed_epoch_and_rank():
+    split = Split(torch.rand(64, 1, 32, 32), torch.arange(64))
+    seen = []
+
+    def recording(images, generator):
+        seen.append((generator.device, generator.initial_seed()))
+        return images
+
+    loader = InMemoryLoader(split, 16, shuffle=True, seed=3, rank=1, world_size=2, augment=recording)
+    loader.set_epoch(2)
+    list(loader)
+    stream = (((3 * 1_000_003 + 2) * 1009 + 1) + 1) % 2**64  # the stream the CPU runs have always drawn
+    assert seen == [(torch.device("cpu"), stream)] * len(loader)
+
+
+# -- CUDA (skipped without a GPU)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_an_augmented_cuda_step_makes_no_host_sync(mnist_data):
+    """Affine and elastic parameters are drawn on the GPU: a graphed, augmented one-cycle step never waits for it."""
+    loader = InMemoryLoader(mnist_data.train.to("cuda"), 64, shuffle=True, seed=0, max_batches=12,
+                            augment=RandomAffine(elastic=ElasticDistortion()))
+    model = optimize_layout(LeNet5(), "cuda").to("cuda")
+    optimizer = create_optimizer(model.parameters(), "adamw", 3e-3, 0.05, "cuda", graphs=True, varying_betas=True)
+    scheduler = OneCycleLR(optimizer, 3e-3, total_steps=len(loader))
+    step = TrainStep(model, optimizer, batch_size=64)
+    batches = iter(loader)
+    for _ in range(6):  # lazy CUDA initialisation, the epoch's order, the warm-ups and the capture may sync
+        step(None, next(batches))
+        scheduler.step()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(5):
+            step(None, next(batches))
+            scheduler.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert step.graphed and step.captures == 1
+    assert torch.isfinite(step.take_loss_window()[0]).item()

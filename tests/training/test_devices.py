@@ -1,16 +1,20 @@
 """Device choice: this process's device, the placement of data-parallel processes (GPU count as an argument),
 hiding GPUs from CPU processes, and ``--deterministic``'s global switches (set inside the block, restored after)."""
 
+import json
 import os
 import subprocess
+import textwrap
 
 import pytest
 import torch
-from helpers import PYTHON, python_env
+from helpers import PYTHON, assert_one_line_error, python_env
 
+from ignite_lenet.training import devices
 from ignite_lenet.training.devices import (
     CUBLAS_WORKSPACE_CONFIG,
     ProcessPlacement,
+    check_cublas_workspace,
     configure_determinism,
     gpus_hidden,
     place_processes,
@@ -129,3 +133,84 @@ def test_determinism_is_restored_when_the_block_raises():
     with pytest.raises(KeyError), configure_determinism(True):
         raise KeyError("boom")
     assert _flags() == before
+
+
+def _python(code: str, **env: str | None) -> subprocess.CompletedProcess:
+    """``python -c code`` in a fresh process whose environment is this one's with ``env`` applied (None: unset)."""
+    environment = python_env()
+    for key, value in env.items():
+        if value is None:
+            environment.pop(key, None)
+        else:
+            environment[key] = value
+    return subprocess.run([PYTHON, "-c", textwrap.dedent(code)], env=environment, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_importing_the_package_sets_cublas_default_unless_the_user_did():
+    code = "import os, sys, ignite_lenet; print(os.environ.get('CUBLAS_WORKSPACE_CONFIG'), 'torch' in sys.modules)"
+    assert _python(code, CUBLAS_WORKSPACE_CONFIG=None).stdout.split() == [CUBLAS_WORKSPACE_CONFIG, "False"]
+    assert _python(code, CUBLAS_WORKSPACE_CONFIG=":16:8").stdout.split() == [":16:8", "False"]
+
+
+def test_cublas_check_asks_cuda_only_once_it_ran_and_refuses_in_one_line(monkeypatch):
+    gemms = []
+    monkeypatch.setattr(devices, "_deterministic_gemm", lambda device: gemms.append(device))
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    check_cublas_workspace("cuda")  # no CUDA work yet: the first GEMM comes after the variable is set
+    check_cublas_workspace("cpu")
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    check_cublas_workspace("cpu")
+    assert gemms == []
+    check_cublas_workspace("cuda")
+    assert gemms == [torch.device("cuda")]
+
+    def refused(device):  # what torch raises at a deterministic GEMM when its first GEMM saw no variable
+        raise RuntimeError("Deterministic behavior was enabled with either `torch.use_deterministic_algorithms(True)` "
+                           "or `at::Context::setDeterministicAlgorithms(true)`, but this operation is not "
+                           "deterministic because it uses CuBLAS and you have CUDA >= 10.2. To enable "
+                           "deterministic behavior in this case, you must set an environment variable before "
+                           "running your PyTorch application: CUBLAS_WORKSPACE_CONFIG=:4096:8 or "
+                           "CUBLAS_WORKSPACE_CONFIG=:16:8.")
+
+    monkeypatch.setattr(devices, "_deterministic_gemm", refused)
+    with pytest.raises(ValueError) as error:
+        check_cublas_workspace("cuda:0")
+    assert_one_line_error(2, str(error.value) + "\n", "--deterministic", "CUBLAS_WORKSPACE_CONFIG=:4096:8")
+
+    def out_of_memory(device):
+        raise RuntimeError("CUDA error: out of memory")
+
+    monkeypatch.setattr(devices, "_deterministic_gemm", out_of_memory)
+    with pytest.raises(RuntimeError, match="out of memory"):  # other failures are not ours to rename
+        check_cublas_workspace("cuda")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_deterministic_runs_after_other_cuda_work_in_one_process(mnist_dir, tmp_path):
+    """A notebook: train(), then train(deterministic=True) twice, identical; and CUDA work before the package is
+    imported without the variable: one line, not a RuntimeError mid-run."""
+    notebook = _python(f"""
+        import json
+        from ignite_lenet import train
+        kw = dict(data_dir={str(mnist_dir)!r}, download=False, device="cuda", epochs=1, epoch_length=20,
+                  progress=False)
+        train(output_dir={str(tmp_path / "a")!r}, **kw)
+        runs = [train(output_dir={str(tmp_path)!r} + f"/d{{i}}", deterministic=True, **kw) for i in range(2)]
+        strip = lambda h: {{k: v for k, v in h.items() if k != "epoch_time_s"}}
+        print(json.dumps([strip(runs[0].history) == strip(runs[1].history), runs[0].metrics["device"]]))
+    """, CUBLAS_WORKSPACE_CONFIG=None)
+    assert notebook.returncode == 0, notebook.stderr[-3000:]
+    same, device = json.loads(notebook.stdout.strip().splitlines()[-1])
+    assert same and device.startswith("cuda")
+    late = _python(f"""
+        import torch
+        a = torch.ones(4, 4, device="cuda")
+        a @ a  # cuBLAS's first GEMM in this process, without CUBLAS_WORKSPACE_CONFIG
+        from ignite_lenet.train import main
+        raise SystemExit(main(["--data-dir", {str(mnist_dir)!r}, "--no-download", "--device", "cuda",
+                               "--deterministic", "--epochs", "1", "--epoch-length", "5", "--no-progress",
+                               "--output-dir", {str(tmp_path / "late")!r}]))
+    """, CUBLAS_WORKSPACE_CONFIG=None)
+    assert_one_line_error(late.returncode, late.stderr, "--deterministic", "CUBLAS_WORKSPACE_CONFIG")

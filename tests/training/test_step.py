@@ -17,14 +17,21 @@ from ignite_lenet.training.engines import create_evaluator
 from ignite_lenet.training.handlers import attach_loss_readout
 from ignite_lenet.training.notebook_baseline import notebook_loss
 from ignite_lenet.training.optim import create_optimizer
-from ignite_lenet.training.step import TrainStep, use_cuda_graphs
+from ignite_lenet.training import step as step_module
+from ignite_lenet.training.step import (
+    TrainStep,
+    graphs_follow_beta1,
+    reads_beta1_from_a_tensor,
+    use_cuda_graphs,
+)
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def _model(device="cpu", seed=0):
+    """LeNet-5 in the layout the product trains with on ``device`` (channels_last on CPU, NCHW on CUDA)."""
     torch.manual_seed(seed)
-    return optimize_layout(LeNet5()).to(device)
+    return optimize_layout(LeNet5(), device).to(device)
 
 
 def _pair(device="cpu", graphs=False, name="adam", weight_decay=0.0):
@@ -175,16 +182,79 @@ def test_bad_batches_and_settings_are_refused(mnist_data):
             TrainStep(model.cuda(), plain, batch_size=8, use_graph=True)
 
 
-def test_when_graphs_are_used():
+def test_when_graphs_are_used(monkeypatch):
     assert use_cuda_graphs(None, "cuda") and use_cuda_graphs(True, "cuda")
     assert not use_cuda_graphs(False, "cuda")
     assert not use_cuda_graphs(True, "cpu") and not use_cuda_graphs(None, "cpu")  # CPU ignores the flag
     assert not use_cuda_graphs(None, "cuda", world_size=2)
-    assert not use_cuda_graphs(None, "cuda", varying_betas=True)
     with pytest.raises(ValueError, match="data-parallel"):
         use_cuda_graphs(True, "cuda", world_size=2)
-    with pytest.raises(ValueError, match="onecycle"):
+    # OneCycleLR's momentum cycle: a graph that reads beta1 from a tensor (this torch), else eager
+    assert graphs_follow_beta1()
+    assert use_cuda_graphs(None, "cuda", varying_betas=True) and use_cuda_graphs(True, "cuda", varying_betas=True)
+    monkeypatch.setattr(step_module, "graphs_follow_beta1", lambda: False)  # an older torch
+    assert not use_cuda_graphs(None, "cuda", varying_betas=True)
+    with pytest.raises(ValueError, match="onecycle.*torch >= 2.6"):
         use_cuda_graphs(True, "cuda", varying_betas=True)
+
+
+@pytest.mark.parametrize("version, follows", [("2.4.1", False), ("2.5.1+cu124", False), ("2.6.0", True),
+                                              ("2.11.0+cu130", True), ("2.14.1", True), ("3.0.0a0+git1234", True)])
+def test_which_torch_reads_beta1_from_a_tensor(version, follows):
+    assert graphs_follow_beta1(version) is follows
+
+
+def test_the_optimizer_of_a_graphed_one_cycle_run_reads_beta1_from_a_tensor():
+    """What ``create_optimizer`` builds for each case (built on CPU tensors: the flags are what matters here)."""
+    weight = torch.nn.Parameter(torch.zeros(3))
+
+    def group(**kw):
+        return create_optimizer([weight], "adamw", 3e-3, 0.05, **kw).param_groups[0]
+
+    one_cycle_graph = group(device="cuda", graphs=True, varying_betas=True)
+    assert one_cycle_graph["capturable"] and not one_cycle_graph["fused"] and one_cycle_graph["foreach"] is False
+    assert reads_beta1_from_a_tensor(one_cycle_graph)
+    for kw in ({}, {"device": "cuda", "graphs": True}, {"device": "cuda", "varying_betas": True},
+               {"device": "cpu", "graphs": True, "varying_betas": True}):  # the fused kernel: beta1 a number
+        assert group(**kw)["fused"] and not reads_beta1_from_a_tensor(group(**kw)), kw
+    assert not reads_beta1_from_a_tensor(torch.optim.Adam([weight], capturable=True).param_groups[0])  # foreach
+    assert not reads_beta1_from_a_tensor(torch.optim.SGD([weight]).param_groups[0])
+
+
+def test_a_loaded_state_keeps_the_optimizers_own_implementation():
+    """A checkpoint holds training state, not how its machine computed it: a graphed one-cycle CUDA run's
+    optimizer state (single-tensor, capturable) resumes on a CPU's fused Adam and a CPU run's on the other."""
+    weights = [torch.nn.Parameter(torch.ones(3)) for _ in range(3)]
+    cpu = create_optimizer([weights[0]], "adamw", 3e-3, 0.05)
+    weights[0].grad = torch.ones(3)
+    cpu.step()
+    saved = cpu.state_dict()
+    graphed = {**saved, "param_groups": [{**g, "fused": None, "foreach": False, "capturable": True}
+                                         for g in saved["param_groups"]]}  # as a graphed one-cycle run saves it
+    resumed = create_optimizer([weights[1]], "adamw", 3e-3, 0.05)
+    resumed.load_state_dict(graphed)
+    group = resumed.param_groups[0]
+    assert group["fused"] and not group["capturable"] and group["lr"] == 3e-3
+    weights[1].grad = torch.ones(3)
+    resumed.step()  # with the loaded flags: AssertionError, capturable needs a CUDA device
+    # the loaded moments went on: after two steps of gradient 1, v = 0.999 * 0.001 + 0.001
+    torch.testing.assert_close(resumed.state[weights[1]]["exp_avg_sq"], torch.full((3,), 1.999e-3), rtol=1e-6, atol=0)
+    assert graphed["param_groups"][0]["capturable"]  # the caller's dict is untouched
+    on_cuda = create_optimizer([weights[2]], "adamw", 3e-3, 0.05, device="cuda", graphs=True, varying_betas=True)
+    on_cuda.load_state_dict(saved)
+    assert reads_beta1_from_a_tensor(on_cuda.param_groups[0])
+    with pytest.raises(ValueError, match="different number of parameter groups"):
+        resumed.load_state_dict({**saved, "param_groups": saved["param_groups"] * 2})
+
+
+def test_cpu_steps_read_the_param_groups_floats(mnist_data):
+    """The learning rate stays the Python float on CPU (the notebook's arithmetic); device tensors are CUDA's."""
+    (model, opt), _ = _pair()
+    step = TrainStep(model, opt, batch_size=32)
+    seen = []
+    opt.register_step_pre_hook(lambda o, *_: seen.append((o.param_groups[0]["lr"], o.param_groups[0]["betas"])))
+    step(None, _batches(mnist_data.train, [32])[0])
+    assert seen == [(1e-3, (0.9, 0.999))] and not step._device_values and not step._lrs
 
 
 # -- CUDA: graph replays against eager steps (skipped without a GPU)
@@ -239,31 +309,51 @@ def test_replays_follow_the_learning_rate(mnist_data):
     assert _max_difference(model_g, model_e) < 1e-5
 
 
-@cuda
-@pytest.mark.cuda
-def test_resume_recaptures_and_continues_like_an_uninterrupted_run(mnist_data):
-    (model, opt), (fresh_model, fresh_opt) = _pair("cuda", graphs=True)
+def _read(buffer):
+    """What a resume reads: the saved checkpoint, loaded afresh from its bytes (as a new process reads the file).
+
+    ``Optimizer.load_state_dict`` adopts the state tensors it is given when their dtype and device already fit,
+    so training on after a load advances those tensors in place: a second resume from the same loaded dict
+    would start from the moments of a later step than the weights beside them.
+    """
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[cuda, pytest.mark.cuda])])
+def test_resume_recaptures_and_continues_like_an_uninterrupted_run(mnist_data, device):
+    """CPU: eager steps, bit for bit. CUDA: the load drops the graph, the step captures again, same weights."""
+    graphs = device == "cuda"
+    (model, opt), (fresh_model, fresh_opt) = _pair(device, graphs=graphs)
     step = TrainStep(model, opt, batch_size=32)
-    batches = _batches(mnist_data.train, [32] * 40 + [12] + [32] * 40, "cuda")
+    batches = _batches(mnist_data.train, [32] * 40 + [12] + [32] * 40, device)
     _run(step, batches[:30])
     buffer = io.BytesIO()
     torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, buffer)
     _run(step, batches[30:])
     uninterrupted = [p.detach().clone() for p in model.parameters()]
+
+    def assert_matches(resumed):
+        for p, q in zip(uninterrupted, resumed.parameters()):
+            if graphs:  # a graph's kernels may round differently from the warm-up's eager ones
+                assert (p - q).abs().max().item() < 1e-5
+            else:
+                assert torch.equal(p, q)
+
     # resume into the same objects: the optimizer's state tensors are replaced, the step captures again
-    buffer.seek(0)
-    saved = torch.load(buffer, weights_only=True)
+    saved = _read(buffer)
     model.load_state_dict(saved["model"])
     opt.load_state_dict(saved["optimizer"])
     assert not step.graphed
     _run(step, batches[30:])
-    assert step.captures == 2
-    assert max((p - q).abs().max().item() for p, q in zip(uninterrupted, model.parameters())) < 1e-5
+    assert step.captures == (2 if graphs else 0)
+    assert_matches(model)
     # and into new objects, as a new process would
+    saved = _read(buffer)
     fresh_model.load_state_dict(saved["model"])
     fresh_opt.load_state_dict(saved["optimizer"])
     _run(TrainStep(fresh_model, fresh_opt, batch_size=32), batches[30:])
-    assert max((p - q).abs().max().item() for p, q in zip(uninterrupted, fresh_model.parameters())) < 1e-5
+    assert_matches(fresh_model)
 
 
 @cuda
@@ -336,6 +426,75 @@ def test_deterministic_graph_runs_are_identical(mnist_data):
             _run(TrainStep(model, opt, batch_size=32), _batches(mnist_data.train, [32] * 50 + [9], "cuda"))
             weights.append([p.detach().clone() for p in model.parameters()])
     assert all(torch.equal(p, q) for p, q in zip(*weights))
+
+
+def _one_cycle_optimizer(model, graphs=True):
+    return create_optimizer(model.parameters(), "adamw", 3e-3, 0.05, "cuda", graphs=graphs, varying_betas=True)
+
+
+@cuda
+@pytest.mark.cuda
+def test_one_cycle_replays_follow_beta1_from_one_capture(mnist_data):
+    """OneCycleLR writes a new beta1 every step: the graph reads it from a tensor, as eager steps do."""
+    models = [_model("cuda") for _ in range(3)]
+    graphed = TrainStep(models[0], _one_cycle_optimizer(models[0]), batch_size=32)
+    eager = TrainStep(models[1], _one_cycle_optimizer(models[1]), batch_size=32, use_graph=False,
+                      pad_short_batches=True)
+    fixed = TrainStep(models[2], _one_cycle_optimizer(models[2]), batch_size=32, use_graph=False,
+                      pad_short_batches=True)
+    assert graphed._device_beta1 and eager._device_beta1
+    schedulers = [OneCycleLR(step.optimizer, 3e-3, total_steps=60, cycle_momentum=step is not fixed)
+                  for step in (graphed, eager, fixed)]
+    beta1s = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True")
+        for batch in _batches(mnist_data.train, [32] * 29 + [20] + [32] * 30, "cuda"):
+            for step, scheduler in zip((graphed, eager, fixed), schedulers):
+                step(None, batch)
+                scheduler.step()
+            beta1s.append(graphed.optimizer.param_groups[0]["betas"][0])
+    assert graphed.graphed and graphed.captures == 1  # no capture per beta1
+    assert all(type(b) is float for b in beta1s) and len(set(beta1s)) > 50  # the schedule's own floats, restored
+    assert _max_difference(models[0], models[1]) < 1e-5
+    assert _max_difference(models[0], models[2]) > 1e-4  # beta1 matters: a graph that held it would show
+
+
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("varying_betas", [False, True], ids=["cosine", "onecycle"])
+def test_a_resumed_deterministic_graph_run_is_bit_identical(mnist_data, varying_betas):
+    """The warm-up steps after a resume take the replays' float32 lr (and beta1): the same bits as replays."""
+    from ignite_lenet.training.devices import configure_determinism
+
+    def build():
+        model = _model("cuda")
+        optimizer = create_optimizer(model.parameters(), "adam", 1e-3, 0.0, "cuda", True, varying_betas)
+        scheduler = (OneCycleLR(optimizer, 3e-3, total_steps=80) if varying_betas
+                     else CosineAnnealingLR(optimizer, T_max=20, eta_min=1e-5))
+        return model, optimizer, scheduler, TrainStep(model, optimizer, batch_size=32)
+
+    def train(step, scheduler, batches):
+        for batch in batches:
+            step(None, batch)
+            scheduler.step()
+
+    batches = _batches(mnist_data.train, [32] * 80, "cuda")
+    with configure_determinism(True):
+        model, optimizer, scheduler, step = build()
+        train(step, scheduler, batches[:30])
+        buffer = io.BytesIO()
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict()}, buffer)
+        train(step, scheduler, batches[30:])
+        resumed_model, resumed_optimizer, resumed_scheduler, resumed_step = build()
+        saved = _read(buffer)
+        resumed_model.load_state_dict(saved["model"])
+        resumed_optimizer.load_state_dict(saved["optimizer"])
+        resumed_scheduler.load_state_dict(saved["scheduler"])
+        train(resumed_step, resumed_scheduler, batches[30:])  # 3 eager warm-ups, a capture, replays
+    assert step.captures == resumed_step.captures == 1
+    for p, q in zip(model.parameters(), resumed_model.parameters()):
+        assert torch.equal(p, q)
 
 
 def test_a_nan_loss_stops_training_at_the_next_readout(mnist_data):

@@ -8,6 +8,7 @@ import time
 import pytest
 import torch
 from helpers import PYTHON, python_env
+from ignite.engine import Events
 from PIL import Image
 
 from ignite_lenet import checkpoints
@@ -26,7 +27,7 @@ from ignite_lenet.spec import (
 from ignite_lenet.train import main, run
 from ignite_lenet.training.data import InMemoryLoader
 from ignite_lenet.training.engines import create_evaluator
-from ignite_lenet.training.run import TrainingDiverged
+from ignite_lenet.training.run import TrainingDiverged, build_training, train
 
 
 def _cfg(mnist_dir, out, **kw):
@@ -182,3 +183,47 @@ def test_augmented_one_cycle_run_is_reproducible_and_resumes_exactly_after_a_kil
     final, expected = (_weights(d / TRAINING_CHECKPOINT) for d in (interrupted, reference))
     for name in expected:
         assert torch.equal(final[name], expected[name]), name
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_deterministic_cuda_run_resumes_bit_for_bit(mnist_dir, tmp_path):
+    """Graph replays that read the one-cycle lr and beta1 from device tensors, augmentation drawn on the GPU: a run
+    stopped after its first epoch and resumed (warm-up steps, then a new capture) ends with the same bits."""
+    flags = dict(device="cuda", deterministic=True, epochs=2, epoch_length=40, batch_size=64, augment=True,
+                 elastic=True, schedule="onecycle", lr=3e-3)
+    reference = train(_cfg(mnist_dir, tmp_path / "reference", **flags))
+    assert reference.metrics["device"].startswith("cuda")
+    interrupted = _cfg(mnist_dir, tmp_path / "interrupted", **flags)
+    training = build_training(interrupted)
+    assert training.engines.readout.step.use_graph  # OneCycleLR no longer means eager on CUDA
+    training.trainer.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda engine: engine.terminate())
+    with training.determinism:
+        training.trainer.run(training.loaders["train"], max_epochs=2)  # stops after epoch 1 (checkpoint written)
+    finished = train(interrupted.replace(resume=True))
+    assert _metrics_without_times(tmp_path / "interrupted") == _metrics_without_times(tmp_path / "reference")
+    final, expected = (_weights(tmp_path / d / TRAINING_CHECKPOINT) for d in ("interrupted", "reference"))
+    for name in expected:
+        assert torch.equal(final[name], expected[name]), name
+    assert finished.metrics["test_accuracy"] == reference.metrics["test_accuracy"]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_one_cycle_run_moves_between_cpu_and_a_graphed_cuda_step_on_resume(mnist_dir, tmp_path):
+    """The checkpoint's optimizer state, not its implementation: fused on CPU, single-tensor capturable on CUDA."""
+    cfg = _cfg(mnist_dir, tmp_path, epochs=3, epoch_length=20, batch_size=64, schedule="onecycle", lr=3e-3,
+               augment=True)
+
+    def run_until(cfg, epoch):
+        training = build_training(cfg)
+        training.trainer.add_event_handler(Events.EPOCH_COMPLETED(once=epoch), lambda engine: engine.terminate())
+        training.trainer.run(training.loaders["train"], max_epochs=cfg.epochs)
+        return training
+
+    run_until(cfg, 1)
+    on_cuda = run_until(cfg.replace(device="cuda", resume=True), 2)
+    assert on_cuda.engines.readout.step.graphed and on_cuda.trainer.state.epoch == 2
+    finished = train(cfg.replace(resume=True))  # back on the CPU for the last epoch
+    assert finished.metrics["epochs_run"] == 3 and finished.metrics["device"] == "cpu"
+    assert finished.metrics["test_accuracy"] > 0.6  # 60 augmented steps: about 82% on CPU
