@@ -59,6 +59,20 @@ def test_the_coefficients_are_sixteenths_so_float32_is_exact():
     np.testing.assert_allclose(resize_weights(28, 32).sum(axis=1), 1.0)
 
 
+def test_the_weights_are_computed_once_per_size_and_read_only():
+    # a server resizes every request's digit: the weights come from a cache, the same arrays each time
+    for cached, uncached in ((resize_weights, resize_weights.__wrapped__),
+                             (lambda i, o: fixed_point_weights(i, o)[0], lambda i, o: fixed_point_weights.__wrapped__(i, o)[0])):
+        first = cached(28, 32)
+        assert cached(28, 32) is first and not first.flags.writeable
+        assert np.array_equal(first, uncached(28, 32))
+        with pytest.raises(ValueError):
+            first[0, 0] = 1
+    assert fixed_point_weights(28, 32)[1] == fixed_point_weights.__wrapped__(28, 32)[1] == 4
+    with pytest.raises(ValueError, match="positive"):
+        resize_weights(0, 32)
+
+
 def test_float_images_and_bad_shapes():
     x = np.random.default_rng(0).random((3, 28, 28), dtype=np.float32)
     out = to_model_input(x)
