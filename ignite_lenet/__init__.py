@@ -25,7 +25,9 @@ _EXPORTS = {
     "load_model": "checkpoints",
     "LeNet5": "model",
 }
-__all__ = ["__version__", *_EXPORTS]
+# spelled out (not ``[*_EXPORTS]``) so linters see the TYPE_CHECKING imports below as the public names they are
+__all__ = ["__version__", "TrainConfig", "RECIPES", "train", "build_training", "Training", "TrainResult", "load_model",
+           "LeNet5"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from ignite_lenet.training.run import Training, TrainResult, build_training, train
