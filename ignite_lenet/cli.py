@@ -30,10 +30,33 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
+# The import names each optional extra brings (pyproject.toml): a command run without its extra says which to install.
+EXTRA_MODULES = {
+    "train": ("torch", "torchvision", "ignite", "matplotlib", "onnx", "onnxscript", "torchinfo", "tqdm"),
+    "serve": ("fastapi", "starlette", "pydantic", "uvicorn", "multipart", "python_multipart", "prometheus_client",
+              "httptools", "uvloop"),
+}
+EXTRA_NAMES = {"train": "training", "serve": "serving"}
+
+
+def missing_extra(error: ModuleNotFoundError) -> str | None:
+    """The extra (``"train"``, ``"serve"``) whose module ``error`` could not import, or ``None`` (a real bug)."""
+    top = (error.name or "").split(".")[0]
+    return next((extra for extra, modules in EXTRA_MODULES.items() if top in modules), None)
+
+
 def run_cli(prog: str, work: Callable[[], int | None], interrupted_hint: str = "") -> int:
-    """Run ``work`` and turn user errors (``OSError``, ``ValueError``) into one line and exit code 2."""
+    """Run ``work`` and turn user errors (``OSError``, ``ValueError``, a missing optional extra) into one line and
+    exit code 2."""
     try:
         return work() or 0
+    except ModuleNotFoundError as e:
+        extra = missing_extra(e)
+        if extra is None:
+            raise
+        print(f'{prog}: error: this command needs the {EXTRA_NAMES[extra]} extra: pip install "ignite_lenet[{extra}]" '
+              f"(missing module {e.name.split('.')[0]})", file=sys.stderr)
+        return EXIT_USAGE
     except (OSError, ValueError) as e:
         message = " ".join(str(e).split()) or type(e).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)
