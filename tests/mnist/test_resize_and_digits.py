@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ignite_lenet.mnist.digits import NoDigitFound, normalize_digit, read_gray
+from ignite_lenet.mnist.digits import ImageTooLarge, NoDigitFound, normalize_digit, read_gray
 from ignite_lenet.mnist.idx import read_mnist
 from ignite_lenet.mnist.resize import _exact_dtype, fixed_point_weights, resize, resize_weights, to_model_input
 
@@ -195,5 +195,17 @@ def test_decompression_bombs_are_refused_before_decoding(tmp_path):
     path = tmp_path / "bomb.png"
     Image.new("1", (8000, 6000)).save(path)  # 48 megapixels in a few kilobytes
     assert path.stat().st_size < 100_000
-    with pytest.raises(ValueError, match="above the limit"):
+    with pytest.raises(ImageTooLarge, match="above the limit"):
         read_gray(path)
+    with pytest.raises(ImageTooLarge, match="^upload: 800x600 pixels is above the limit of 100,000"):  # bytes too
+        read_gray(_png(Image.new("L", (800, 600))), max_pixels=100_000, name="upload")
+
+
+def test_bytes_in_memory_are_read_like_files_and_garbage_is_one_message(all_mnist):
+    digit = all_mnist[1][0]
+    np.testing.assert_array_equal(read_gray(_png(Image.fromarray(digit))) * 255, digit)
+    png = _png(Image.fromarray(digit)).getvalue()
+    for garbage in (b"", b"\x89PNG\r\n\x1a\n", png[: len(png) // 2], b"GIF89a" + bytes(200), bytes(range(256)) * 8):
+        with pytest.raises(ValueError, match="^body: not a readable image") as caught:
+            read_gray(io.BytesIO(garbage), name="body")
+        assert not isinstance(caught.value, (ImageTooLarge, NoDigitFound))
