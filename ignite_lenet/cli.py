@@ -87,6 +87,23 @@ def int_range(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def float_range(low: float, high: float) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number in ``[low, high]``, else one line naming the flag and the range."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number from {low:g} to {high:g}, got {text!r}") from None
+        if not low <= value <= high:  # NaN fails too
+            shown = text if len(text) <= 24 else text[:21] + "..."
+            raise argparse.ArgumentTypeError(f"must be a number from {low:g} to {high:g}, got {shown}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
 def output_dir(text: str) -> str:
     """An argparse ``type`` for ``--output-dir``: refuses a path that is (or lies under) an existing file."""
     if not text.strip():
@@ -107,11 +124,14 @@ def _base_type(annotation: Any) -> type:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfig,
-                         defaults: dict[str, tuple[Any, str]] | None = None, hidden: tuple[str, ...] = ()) -> None:
+                         defaults: dict[str, tuple[Any, str]] | None = None, hidden: tuple[str, ...] = (),
+                         config_file: bool = True) -> None:
     """Add one flag per dataclass field, with the field's help text and default.
 
     ``defaults`` gives a command its own ``(default, help)`` for some fields (``seeds``' ``--output-dir``);
     ``hidden`` fields keep their flag but leave ``--help`` (``seeds`` refuses ``--seed`` in favour of ``--seeds``).
+    A field whose metadata has ``range=(low, high)`` is checked at parse time (``int_range``/``float_range``).
+    ``config_file`` adds ``--config FILE``.
     """
     hints = get_type_hints(cls)
     defaults = defaults or {}
@@ -123,6 +143,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfi
         if f.name in defaults:
             default, help_text = defaults[f.name]
         kind = _base_type(hints[f.name])
+        bounds = meta.pop("range", None)
+        parse = kind if bounds is None else (float_range if kind is float else int_range)(*bounds)
         if f.name in hidden:
             help_text = argparse.SUPPRESS
         elif help_text.startswith("recipe: "):
@@ -140,7 +162,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfi
             continue
         if "choices" not in meta:
             meta.setdefault("metavar", {int: "N", float: "X"}.get(kind, "VALUE"))
-        parser.add_argument(flag, dest=f.name, type=kind, default=default, help=help_text, **meta)
+        parser.add_argument(flag, dest=f.name, type=parse, default=default, help=help_text, **meta)
+    if not config_file:
+        return
     parser.add_argument(
         "--config", metavar="FILE", default=None,
         help="read settings from a JSON file (e.g. an earlier run's config.json, which reproduces that run); "

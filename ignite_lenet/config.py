@@ -107,6 +107,9 @@ def _opt(default: Any, help: str, **cli: Any) -> Any:
     return field(default=default, metadata={"help": help, **cli})
 
 
+option = _opt  # public: other settings dataclasses (serving.Settings) declare their flags the same way
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run; defaults reproduce the original notebook."""

@@ -154,7 +154,7 @@ def read_gray(path: str | Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS, n
         raise ImageTooLarge(f"{label}: too large to decode in the memory available") from None
     except Exception as e:  # untrusted bytes: Pillow's decoders fail in many ways (OSError, SyntaxError, EOFError,
         # ValueError, struct.error, IndexError, ...), and each means the same to the caller: not a readable image
-        detail = " ".join(str(e).split())[:120]
+        detail = " ".join(str(e).replace(repr(path), str(label)).split())[:120]  # not "<_io.BytesIO object at ...>"
         raise ValueError(f"{label}: not a readable image ({type(e).__name__}: {detail})") from None
     if not np.isfinite(gray).all():
         raise ValueError(f"{label}: the image has non-finite pixel values (NaN or infinity)")
