@@ -40,52 +40,74 @@ class ServerConfig(uvicorn.Config):
         self.header_timeout = header_timeout
 
 
+MAX_HEADER_BYTES = 64 * 1024  # request line and headers of one request (httptools itself sets no bound)
+
+
+def _refusal(status: bytes, message: str) -> bytes:
+    body = ('{"error":"%s"}' % message).encode()
+    return (b"HTTP/1.1 " + status + b"\r\ncontent-type: application/json\r\ncontent-length: "
+            + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
+
+
 if HttpToolsProtocol is not None:
 
     class HeaderTimeoutProtocol(HttpToolsProtocol):
-        """uvicorn's httptools protocol that closes a connection whose request headers do not arrive within
-        ``header_timeout`` of its opening or of its previous response (uvicorn's keep-alive timer stops at the
-        first byte, so a client sending a byte now and then would hold the connection forever)."""
+        """uvicorn's httptools protocol with two bounds on a request's headers: they must arrive within
+        ``header_timeout`` of the connection's opening or of its previous response (uvicorn's keep-alive timer stops
+        at the first byte, so a client sending a byte now and then would hold the connection forever), and be at
+        most ``MAX_HEADER_BYTES`` (the parser would buffer any amount). Beyond either: 408 or 431, then closed."""
 
         def __init__(self, config: ServerConfig, *args: Any, **kwargs: Any) -> None:
             super().__init__(config, *args, **kwargs)
             self.header_timeout = getattr(config, "header_timeout", 10.0)
             self.header_timer: Any = None
+            self.header_bytes = -1  # -1: not waiting for headers (a request is being answered)
 
-        def _arm_header_timer(self) -> None:
-            self._cancel_header_timer()
-            self.header_timer = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+        def _await_headers(self) -> None:
+            self._headers_done()
+            self.header_bytes = 0
+            self.header_timer = self.loop.call_later(self.header_timeout, self._refuse, b"408 Request Timeout",
+                                                     "the request headers did not arrive in time")
 
-        def _cancel_header_timer(self) -> None:
+        def _headers_done(self) -> None:
+            self.header_bytes = -1
             if self.header_timer is not None:
                 self.header_timer.cancel()
                 self.header_timer = None
 
-        def _headers_too_slow(self) -> None:
-            self.header_timer = None
+        def _refuse(self, status: bytes, message: str) -> None:
+            self._headers_done()
             if not self.transport.is_closing():
-                body = b'{"error":"the request headers did not arrive in time"}'
-                self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                                     b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n"
-                                     + body)
+                self.transport.write(_refusal(status, message))
                 self.transport.close()
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
-            self._arm_header_timer()
+            self._await_headers()
+
+        def data_received(self, data: bytes) -> None:
+            waiting = self.header_bytes >= 0
+            if waiting:
+                self.header_bytes += len(data)
+            super().data_received(data)
+            # still waiting after the parser took it all in: the headers alone are this long (a chunk that also
+            # held the end of the headers and the start of a body has completed them and does not count)
+            if waiting and self.header_bytes > MAX_HEADER_BYTES:
+                self._refuse(b"431 Request Header Fields Too Large",
+                             f"the request line and headers are over {MAX_HEADER_BYTES:,} bytes")
 
         def on_headers_complete(self) -> None:
-            self._cancel_header_timer()
+            self._headers_done()
             super().on_headers_complete()
 
         def on_response_complete(self) -> None:
             pipelined = bool(self.pipeline)  # the next request's headers are in already
             super().on_response_complete()
             if not pipelined and not self.transport.is_closing():
-                self._arm_header_timer()
+                self._await_headers()
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._cancel_header_timer()
+            self._headers_done()
             super().connection_lost(exc)
 
 
