@@ -51,3 +51,20 @@ def sure_digits(serving_model, digits):
             chosen.setdefault(digit.label, digit)
     assert len(chosen) >= 5, "the fixture model is too weak to pick digits from"
     return list(chosen.values())
+
+
+_HOSTILE = pytest.StashKey[dict]()
+
+
+@pytest.fixture(scope="session")
+def hostile_count(pytestconfig) -> dict:
+    """``{"requests": n}``: the hostile requests tried, printed in the terminal summary."""
+    return pytestconfig.stash.setdefault(_HOSTILE, {"requests": 0})
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    counted = config.stash.get(_HOSTILE, None)
+    if counted and counted["requests"]:
+        outcome = "no 500, the server still up and right" if exitstatus == 0 else "see the failures above"
+        terminalreporter.write_line(f"serving: {counted['requests']:,} hostile requests tried against a real server "
+                                    f"(test_serving_hostile.py): {outcome}")
