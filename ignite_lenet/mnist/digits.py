@@ -58,6 +58,14 @@ def _border(gray: np.ndarray) -> np.ndarray:
     return np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
 
 
+def _median(values: np.ndarray) -> float:
+    """``np.median`` of a 1-D float array, bit for bit (the middle value, or the mean of the two middle values),
+    without its generality: a tenth of the time on a digit's border, which a server computes for every request."""
+    ordered = np.sort(values)
+    middle = len(ordered) // 2
+    return float(ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2)
+
+
 def _fit(crop: np.ndarray, box: int) -> np.ndarray:
     """Scale ``crop`` (float, ink bright) to fit ``box`` x ``box`` keeping its aspect ratio, anti-aliased."""
     from PIL import Image
@@ -88,11 +96,13 @@ def normalize_digit(gray: np.ndarray, invert: bool | None = None) -> tuple[np.nd
     if min(height, width) < MIN_SIDE:
         raise NoDigitFound(f"no digit found: a {width}x{height} image is too small to hold one (at least "
                            f"{MIN_SIDE}x{MIN_SIDE})")
+    border = _border(gray)
     if invert is None:  # a border lighter than the middle of the image's own range: a light page
-        invert = bool(np.median(_border(gray)) > (gray.min() + gray.max()) / 2)
+        invert = bool(_median(border) > (gray.min() + gray.max()) / 2)
     if invert:
         gray = 1.0 - gray
-    background = float(np.median(_border(gray)))
+        border = 1.0 - border  # the inverted image's border, value for value
+    background = _median(border)
     peak = float(gray.max())
     if peak - background < MIN_CONTRAST:
         raise NoDigitFound("no digit found: the image is blank or uniform")
@@ -189,7 +199,7 @@ def _channels(image) -> tuple[np.ndarray, np.ndarray | None]:  # noqa: ANN001 - 
     """Grayscale float32 in [0, 1] and alpha in [0, 1] (or ``None``) of any Pillow mode."""
     mode = image.mode
     if mode in ("1", "L"):
-        return np.asarray(image.convert("L"), np.float32) / 255, None
+        return np.asarray(image if mode == "L" else image.convert("L"), np.float32) / 255, None
     if mode.startswith("I") or mode == "F":  # 16/32-bit integers, floats
         values = np.asarray(image, dtype=np.float64)
         if mode.startswith("I;16"):

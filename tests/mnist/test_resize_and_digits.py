@@ -209,3 +209,12 @@ def test_bytes_in_memory_are_read_like_files_and_garbage_is_one_message(all_mnis
         with pytest.raises(ValueError, match="^body: not a readable image") as caught:
             read_gray(io.BytesIO(garbage), name="body")
         assert not isinstance(caught.value, (ImageTooLarge, NoDigitFound))
+
+
+def test_the_border_median_is_numpys_bit_for_bit():
+    from ignite_lenet.mnist.digits import _median
+
+    rng = np.random.default_rng(0)
+    for size in (1, 2, 3, 108, 109, 4000):
+        for values in (rng.random(size), rng.integers(0, 256, size) / 255.0, np.full(size, 0.3)):
+            assert _median(values) == np.median(values)
