@@ -62,8 +62,9 @@ class ServerProcess:
     """
 
     def __init__(self, model: str | Path, *args: str, python: str = PYTHON, env: dict[str, str] | None = None,
-                 timeout: float = 60.0) -> None:
-        self.command = [python, "-m", "ignite_lenet.serve", "--model", str(model), "--port", "0", *args]
+                 timeout: float = 60.0, launcher: list[str] | None = None) -> None:
+        launcher = launcher or [python, "-m", "ignite_lenet.serve"]  # or a wrapper that runs the same module
+        self.command = [*launcher, "--model", str(model), "--port", "0", *args]
         self.env = env or python_env()
         self.timeout = timeout
         self.lines: list[str] = []

@@ -4,7 +4,7 @@
     app = create_app(Settings(model="exports/lenet5.onnx"))     # any ASGI server; TestClient(app) in tests
 
 The model is loaded once, in the lifespan, and held on ``app.state`` with the token, the page and the
-inference limiter; routers per concern (``api``: /v1/predict, ``ops``: /healthz and /metrics, ``page``: /);
+``Batcher`` that runs it off the event loop; routers per concern (``api``: /v1/predict, ``ops``: /healthz and /metrics, ``page``: /);
 ``errors`` answers every error as ``{"error": "one line"}``; ``middleware`` bounds bodies and counts requests.
 """
 
@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import anyio
 from fastapi import FastAPI, Security
 
 from ignite_lenet import __version__
@@ -24,6 +23,7 @@ from ignite_lenet.files import model_file_kind
 from ignite_lenet.inference.loading import load_classifier
 from ignite_lenet.inference.onnx_runtime import OnnxClassifier
 from ignite_lenet.serving import api, ops, page
+from ignite_lenet.serving.batcher import Batcher
 from ignite_lenet.serving.errors import install_error_handlers
 from ignite_lenet.serving.metrics import Metrics
 from ignite_lenet.serving.middleware import BodyLimits, RecordMetrics
@@ -62,10 +62,14 @@ def create_app(settings: Settings, classifier: OnnxClassifier | None = None) -> 
         model = classifier if classifier is not None else load_model(settings)
         app.state.token = read_token(settings.token_file) if settings.token_file else None
         app.state.classifier = model
-        app.state.limiter = anyio.CapacityLimiter(settings.inference_threads)
+        app.state.batcher = Batcher(model, settings.max_image_pixels, threads=settings.inference_threads)
+        app.state.batcher.start()
         app.state.health = _health(settings, model)
-        yield
-        app.state.health = None  # shutting down: not ready any more
+        try:
+            yield
+        finally:
+            app.state.health = None  # shutting down: not ready any more
+            await app.state.batcher.stop()
 
     app = FastAPI(
         title="ignite_lenet digits",
@@ -74,6 +78,9 @@ def create_app(settings: Settings, classifier: OnnxClassifier | None = None) -> 
         lifespan=lifespan,
         docs_url=None,  # Swagger UI and ReDoc load scripts from a CDN; the API is /openapi.json
         redoc_url=None,
+        # the service's metrics are Prometheus (/metrics); FastAPI's OpenTelemetry hooks would look up the global
+        # providers on every request (7% of a /healthz's time) to find none configured
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.metrics = Metrics()
@@ -84,7 +91,7 @@ def create_app(settings: Settings, classifier: OnnxClassifier | None = None) -> 
     app.include_router(api.router, dependencies=[Security(api.require_token)] if settings.token_file else [])
     app.include_router(page.router)
     install_error_handlers(app)
-    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout)
+    app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes)
     app.add_middleware(RecordMetrics, metrics=app.state.metrics)  # outermost: counts the 413s above too
     return app
 

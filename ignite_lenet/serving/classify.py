@@ -1,14 +1,15 @@
-"""Image bytes -> digits -> the JSON body of a prediction: the work of a request, synchronous, for a worker thread.
+"""Image bytes -> digits -> the JSON body of a prediction: the work of requests, synchronous, for a worker thread.
 
 The same preprocessing as ``python -m ignite_lenet.predict`` (``mnist.digits``: any Pillow mode, transparency,
-polarity, MNIST-style normalisation, "no digit found"); the model is called once per request, for one image or
-for every image of a multipart request.
+polarity, MNIST-style normalisation, "no digit found"); the model is called once for a whole batch of requests
+(``batcher``), each with one image or the images of a multipart request.
 """
 
 from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,8 @@ import numpy as np
 
 from ignite_lenet.inference.classifier import Classifier
 from ignite_lenet.mnist.digits import ImageTooLarge, NoDigitFound, normalize_digit, read_gray
-from ignite_lenet.serving.errors import BadRequest, NoDigit, ServiceError, TooLarge, one_line
+from ignite_lenet.serving.errors import BadRequest, NoDigit, ServiceError, TooLarge
+from ignite_lenet.serving.multipart import file_parts
 
 MAX_NAME = 255  # characters of a client's file name echoed back
 
@@ -31,12 +33,21 @@ class Result:
 
 
 @dataclass(frozen=True)
-class Upload:
-    """One image of a request: its name (the multipart file name) and bytes, or why it is not an image."""
+class Job:
+    """One request's images: the bytes of one image, or a multipart body (split on the worker thread)."""
 
-    name: str
     data: bytes
-    problem: str | None = None
+    multipart: str | None = None  # a multipart body's Content-Type; None: ``data`` is one image
+    invert: bool | None = None
+    max_files: int = 1024
+
+    @property
+    def single(self) -> bool:
+        return self.multipart is None
+
+    def estimated_images(self) -> int:
+        """How many images it holds, before it is parsed (for batch sizes and backpressure)."""
+        return 1 if self.single else max(1, min(self.max_files, self.data.count(b"filename=")))
 
 
 def decode(data: bytes, name: str, max_pixels: int, invert: bool | None = None) -> tuple[np.ndarray, bool]:
@@ -68,32 +79,58 @@ def encode(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def classify_image(clf: Classifier, data: bytes, max_pixels: int, invert: bool | None = None) -> Result:
-    """``{"predictions": [record]}`` for the bytes of one image; raises the ``ServiceError`` of a bad one."""
-    digit, inverted = decode(data, "image", max_pixels, invert)
-    return Result(encode({"predictions": _rows(clf, [digit], [inverted])}), 1, [])
+def classify_jobs(clf: Classifier, jobs: Sequence[Job], max_pixels: int) -> list[Result | ServiceError]:
+    """Each job's ``Result`` (or the ``ServiceError`` that refuses the whole request: a single image that cannot be
+    classified, a malformed multipart body), with one call of the model for every decoded image of every job.
 
-
-def classify_uploads(clf: Classifier, uploads: list[Upload], max_pixels: int, invert: bool | None = None) -> Result:
-    """``{"predictions": [...]}``, one entry per upload in order: ``{"file", "label", ...}`` or ``{"file", "error",
-    "status"}``; a bad image does not fail the others, and the good ones go through the model in one call."""
-    entries: list[dict[str, Any]] = []
-    digits, inverted, slots, refused = [], [], [], []
-    for upload in uploads:
-        name = upload.name[:MAX_NAME]
+    A single image gives ``{"predictions": [record]}``; a multipart job ``{"predictions": [...]}`` with one entry per
+    ``file`` part, in order: ``{"file", "label", ...}`` or ``{"file", "error", "status"}`` (a bad file fails alone).
+    """
+    digits: list[np.ndarray] = []
+    inverted: list[bool] = []
+    decoded: list[list[tuple[str, int | ServiceError]] | ServiceError] = []  # per job: (name, digit index or error)
+    for job in jobs:
         try:
-            if upload.problem is not None:
-                raise BadRequest(upload.problem)
-            digit, inv = decode(upload.data, name or "file", max_pixels, invert)
+            parts = [("image", job.data)] if job.single else file_parts(job.data, job.multipart, job.max_files)
         except ServiceError as e:
-            entries.append({"file": name, "error": one_line(e.message), "status": e.status})
-            refused.append(e.status)
+            decoded.append(e)
             continue
-        slots.append(len(entries))
-        entries.append({"file": name})
-        digits.append(digit)
-        inverted.append(inv)
-    if digits:
-        for slot, row in zip(slots, _rows(clf, digits, inverted)):
-            entries[slot].update(row)
-    return Result(encode({"predictions": entries}), len(digits), refused)
+        items: list[tuple[str, int | ServiceError]] = []
+        for name, data in parts:
+            name = name[:MAX_NAME]
+            try:
+                if data is None:
+                    raise BadRequest("a 'file' part without a filename: send it as a file")
+                digit, inv = decode(data, name or "file", max_pixels, job.invert)
+            except ServiceError as e:
+                items.append((name, e))
+                continue
+            items.append((name, len(digits)))
+            digits.append(digit)
+            inverted.append(inv)
+        decoded.append(items)
+    rows = _rows(clf, digits, inverted) if digits else []
+    results: list[Result | ServiceError] = []
+    for job, items in zip(jobs, decoded):
+        if isinstance(items, ServiceError):
+            results.append(items)
+        elif job.single:
+            (_, outcome), = items
+            results.append(outcome if isinstance(outcome, ServiceError) else
+                           Result(encode({"predictions": [rows[outcome]]}), 1, []))
+        else:
+            results.append(_entries(items, rows))
+    return results
+
+
+def _entries(items: list[tuple[str, int | ServiceError]], rows: list[dict[str, Any]]) -> Result:
+    """A multipart job's result: an entry per file, in order."""
+    entries: list[dict[str, Any]] = []
+    refused: list[int] = []
+    for name, outcome in items:
+        if isinstance(outcome, ServiceError):
+            entries.append({"file": name, "error": outcome.message, "status": outcome.status})
+            refused.append(outcome.status)
+        else:
+            entries.append({"file": name, **rows[outcome]})
+    return Result(encode({"predictions": entries}), len(entries) - len(refused), refused)

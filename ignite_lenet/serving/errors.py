@@ -58,6 +58,19 @@ class UnsupportedMediaType(ServiceError):
     status = 415
 
 
+class Unavailable(ServiceError):
+    """Too much work queued already (or shutting down): retry shortly."""
+
+    status = 503
+    headers = {"Retry-After": "1"}
+
+
+class InvalidParameter(ServiceError):
+    """A query parameter with a value it cannot have (as FastAPI's own validation errors, 422)."""
+
+    status = 422
+
+
 class NoDigit(ServiceError):
     """A readable image without a digit in it (blank, uniform, specks)."""
 

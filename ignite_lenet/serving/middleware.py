@@ -1,19 +1,18 @@
 """Pure ASGI middleware (no per-request task or body copy, unlike Starlette's ``BaseHTTPMiddleware``).
 
 ``BodyLimits`` bounds a request body while it is read: a ``Content-Length`` above the limit is answered 413 before
-a byte of the body is read, a chunked body is counted as it arrives, and the whole body must arrive within the
-body timeout (a client that stalls gets 408). ``RecordMetrics`` counts every answered request.
+a byte of the body is read, and a chunked body is counted as it arrives. (How long a body may take is bounded per
+connection, by the server's protocol: ``server.TimedHttpToolsProtocol``.) ``RecordMetrics`` counts every answered
+request.
 """
 
 from __future__ import annotations
 
-import asyncio
-import sys
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ignite_lenet.serving.errors import RequestTimeout, TooLarge, error_response
+from ignite_lenet.serving.errors import TooLarge, error_response
 from ignite_lenet.serving.metrics import Metrics
 
 Scope = MutableMapping[str, Any]
@@ -23,19 +22,11 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-async def _within(receive: Receive, seconds: float) -> Message:
-    """``await receive()``, or ``TimeoutError`` after ``seconds``."""
-    if sys.version_info >= (3, 11):  # no extra task per message
-        async with asyncio.timeout(seconds):
-            return await receive()
-    return await asyncio.wait_for(receive(), seconds)  # pragma: no cover - Python 3.10
-
-
 class BodyLimits:
-    """At most ``max_bytes`` of body per request, all of it within ``timeout`` seconds of the request's start."""
+    """At most ``max_bytes`` of body per request: refused by its ``Content-Length``, or counted while read."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float) -> None:
-        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -52,29 +43,20 @@ class BodyLimits:
                                      f"{self.max_bytes:,} bytes" if declared > 0 else "invalid Content-Length")
                     await error_response(error.status, error.message, error.headers)(scope, receive, send)
                     return
-                break
-        deadline = time.monotonic() + self.timeout
+                await self.app(scope, receive, send)  # the parser delivers no more than it declared
+                return
         received = 0
-        done = False
 
-        async def limited() -> Message:
-            nonlocal received, done
-            if done:  # the body is in: later calls wait for the disconnect, with no deadline
-                return await receive()
-            try:
-                message = await _within(receive, deadline - time.monotonic())
-            except (TimeoutError, asyncio.TimeoutError):  # the same class from Python 3.11 on
-                raise RequestTimeout(f"the request body did not arrive within {self.timeout:g} s") from None
+        async def counted() -> Message:  # chunked: no length declared
+            nonlocal received
+            message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise TooLarge(f"the body is over the limit of {self.max_bytes:,} bytes")
-                done = not message.get("more_body", False)
-            else:
-                done = True
             return message
 
-        await self.app(scope, limited, send)
+        await self.app(scope, counted, send)
 
 
 class RecordMetrics:

@@ -55,6 +55,7 @@ ERRORS = {
     413: "body above --max-body-bytes, or image above --max-image-pixels",
     415: "the Content-Type is not an image, application/octet-stream or multipart/form-data",
     422: "no digit found in the image, or an invalid query parameter",
+    503: "too many images waiting already (Retry-After: 1), or shutting down",
 }
 
 
@@ -63,7 +64,12 @@ def error_responses(*statuses: int) -> dict[int | str, dict]:
     return {status: {"model": Error, "description": ERRORS[status]} for status in statuses}
 
 
-PREDICT_BODY = {
+PREDICT_OPENAPI = {
+    "parameters": [{
+        "name": "invert", "in": "query", "required": False, "schema": {"type": "boolean"},
+        "description": "true: the images are dark digits on a light background; false: never invert; default: "
+                       "detect from the border",
+    }],
     "requestBody": {
         "required": True,
         "description": "The bytes of one image (PNG, JPEG, any type Pillow reads), or a multipart form with one or "

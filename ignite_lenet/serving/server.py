@@ -4,7 +4,7 @@
 listens), binds the socket itself (a port in use is one line too), then hands over to uvicorn: its limits
 (``limit_concurrency``, ``timeout_keep_alive``), its graceful shutdown (SIGTERM: stop accepting, let in-flight
 requests finish within ``--graceful-timeout``, exit) and, with ``--workers N``, N processes sharing the socket.
-Headers that trickle in (slowloris) are cut off by ``HeaderTimeoutProtocol``; slow bodies by
+Headers and bodies that trickle in (slowloris) are cut off by ``TimedHttpToolsProtocol``; bodies too large by
 ``middleware.BodyLimits``.
 """
 
@@ -33,11 +33,11 @@ WORKER_APP = "ignite_lenet.serving.app:app_from_environment"
 
 
 class ServerConfig(uvicorn.Config):
-    """``uvicorn.Config`` plus the header timeout its protocol reads (the config travels to worker processes)."""
+    """``uvicorn.Config`` plus the header and body timeouts its protocol reads (the config travels to workers)."""
 
-    def __init__(self, app: Any, header_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, app: Any, header_timeout: float, body_timeout: float, **kwargs: Any) -> None:
         super().__init__(app, **kwargs)
-        self.header_timeout = header_timeout
+        self.header_timeout, self.body_timeout = header_timeout, body_timeout
 
 
 MAX_HEADER_BYTES = 64 * 1024  # request line and headers of one request (httptools itself sets no bound)
@@ -51,16 +51,25 @@ def _refusal(status: bytes, message: str) -> bytes:
 
 if HttpToolsProtocol is not None:
 
-    class HeaderTimeoutProtocol(HttpToolsProtocol):
-        """uvicorn's httptools protocol with two bounds on a request's headers: they must arrive within
-        ``header_timeout`` of the connection's opening or of its previous response (uvicorn's keep-alive timer stops
-        at the first byte, so a client sending a byte now and then would hold the connection forever), and be at
-        most ``MAX_HEADER_BYTES`` (the parser would buffer any amount). Beyond either: 408 or 431, then closed."""
+    class TimedHttpToolsProtocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol with bounds on slow and large requests, enforced per connection:
+
+        - the request line and headers must arrive within ``header_timeout`` of the connection's opening or of its
+          previous response (uvicorn's keep-alive timer stops at the first byte, so a client sending a byte now and
+          then would hold the connection forever: slowloris), and be at most ``MAX_HEADER_BYTES`` (the parser would
+          buffer any amount);
+        - the body must arrive within ``body_timeout`` of the headers, whether the app reads it or not.
+
+        Beyond any of them: 408 or 431 (while no response has started), then the connection is closed. One timer per
+        request, so the app's reads of the body need no timeout of their own.
+        """
 
         def __init__(self, config: ServerConfig, *args: Any, **kwargs: Any) -> None:
             super().__init__(config, *args, **kwargs)
             self.header_timeout = getattr(config, "header_timeout", 10.0)
+            self.body_timeout = getattr(config, "body_timeout", 30.0)
             self.header_timer: Any = None
+            self.body_timer: Any = None
             self.header_bytes = -1  # -1: not waiting for headers (a request is being answered)
 
         def _await_headers(self) -> None:
@@ -77,9 +86,16 @@ if HttpToolsProtocol is not None:
 
         def _refuse(self, status: bytes, message: str) -> None:
             self._headers_done()
+            self._body_done()
             if not self.transport.is_closing():
-                self.transport.write(_refusal(status, message))
+                if self.cycle is None or not self.cycle.response_started:
+                    self.transport.write(_refusal(status, message))
                 self.transport.close()
+
+        def _body_done(self) -> None:
+            if self.body_timer is not None:
+                self.body_timer.cancel()
+                self.body_timer = None
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -99,6 +115,13 @@ if HttpToolsProtocol is not None:
         def on_headers_complete(self) -> None:
             self._headers_done()
             super().on_headers_complete()
+            # cancelled by on_message_complete, at once for a request without a body
+            self.body_timer = self.loop.call_later(self.body_timeout, self._refuse, b"408 Request Timeout",
+                                                   f"the request body did not arrive within {self.body_timeout:g} s")
+
+        def on_message_complete(self) -> None:
+            self._body_done()
+            super().on_message_complete()
 
         def on_response_complete(self) -> None:
             pipelined = bool(self.pipeline)  # the next request's headers are in already
@@ -108,6 +131,7 @@ if HttpToolsProtocol is not None:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._headers_done()
+            self._body_done()
             super().connection_lost(exc)
 
 
@@ -116,11 +140,12 @@ def uvicorn_config(settings: Settings, app: Any) -> ServerConfig:
     return ServerConfig(
         app,
         header_timeout=settings.header_timeout,
+        body_timeout=settings.body_timeout,
         factory=isinstance(app, str),
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
-        http=HeaderTimeoutProtocol if HttpToolsProtocol is not None else "auto",
+        http=TimedHttpToolsProtocol if HttpToolsProtocol is not None else "auto",
         ws="none",
         lifespan="on",
         loop="auto",  # uvloop when installed

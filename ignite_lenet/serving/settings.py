@@ -42,8 +42,8 @@ class Settings:
     max_image_pixels: int = option(4_000_000, "largest image in pixels, checked before decoding (413 beyond: "
                                    "decompression bombs)", range=(64, MAX_IMAGE_PIXELS))
     max_files: int = option(1024, "most images in one multipart request", range=(1, 100_000))
-    body_timeout: float = option(30.0, "seconds a request's whole body may take to arrive (408 and the connection "
-                                 "closed beyond: slow clients)", range=(0.01, 3600.0))
+    body_timeout: float = option(30.0, "seconds a request's whole body may take to arrive after its headers (408 "
+                                 "and the connection closed beyond: slow clients)", range=(0.01, 3600.0))
     header_timeout: float = option(10.0, "seconds a connection may take to send a request's headers, from its "
                                    "start or its previous response (slowloris)", range=(0.01, 3600.0))
     keep_alive: int = option(5, "seconds an idle keep-alive connection stays open (uvicorn's timeout_keep_alive)",
@@ -52,8 +52,9 @@ class Settings:
                                    "cancelled", range=(0, 3600))
     max_connections: int = option(1024, "concurrent connections and requests per worker beyond which requests get "
                                   "503 (uvicorn's limit_concurrency)", range=(1, 1_000_000))
-    inference_threads: int = option(2, "classifications running at once per worker, on threads off the event loop "
-                                    "(decoding, preprocessing and ONNX Runtime)", range=(1, 256))
+    inference_threads: int = option(1, "batches classified at once per worker, each on a thread off the event "
+                                    "loop (decoding, preprocessing, ONNX Runtime, JSON); requests that arrive "
+                                    "meanwhile form the next batch", range=(1, 256))
     onnx_threads: int = option(1, "ONNX Runtime intra-op threads per classification (1 suits many small requests; "
                                "more helps only large batches on an idle machine)", range=(1, 256))
     access_log: bool = option(True, "log every request (uvicorn's access log; costs ~10%% of the fastest requests)",

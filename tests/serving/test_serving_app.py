@@ -146,12 +146,40 @@ def test_the_token_guards_v1_but_not_healthz(serving_model, sure_digits, tmp_pat
         assert "bearer" in json.dumps(client.get("/openapi.json").json()["components"]["securitySchemes"]).lower()
 
 
-def test_framework_errors_are_json_too(client):
+def test_framework_errors_are_json_too(client, serving_model):
     assert client.get("/nowhere").json()["error"].startswith("Not Found: GET /nowhere")
     wrong_method = client.get("/v1/predict")
     assert wrong_method.status_code == 405 and "Method Not Allowed" in wrong_method.json()["error"]
     invalid = client.post("/v1/predict", params={"invert": "maybe"}, content=b"x", headers=PNG)
-    assert invalid.status_code == 422 and invalid.json()["error"].startswith("query.invert:")
+    assert invalid.status_code == 422 and invalid.json()["error"].startswith("query.invert: expected true or false")
+    app = create_app(Settings(model=str(serving_model)))
+
+    @app.get("/typed")
+    async def typed(n: int, flag: bool = False) -> dict:  # a route FastAPI validates itself
+        return {"n": n}
+
+    with TestClient(app) as typed_client:
+        response = typed_client.get("/typed", params={"n": "seven", "flag": "maybe"})
+    assert response.status_code == 422 and list(response.json()) == ["error"]
+    assert response.json()["error"].startswith("query.n: Input should be a valid integer")
+    assert "query.flag:" in response.json()["error"] and "\n" not in response.json()["error"]
+
+
+def test_multipart_bodies_as_clients_write_them(client, sure_digits):
+    png, label = sure_digits[0].png, sure_digits[0].label
+    part = b'Content-Disposition: form-data; name="file"; filename="d.png"\r\nContent-Type: image/png\r\n\r\n'
+    bodies = {
+        "preamble and epilogue": b"a preamble line\r\n--XyZ\r\n" + part + png + b"\r\n--XyZ--\r\nan epilogue",
+        "padding after the boundary": b"--XyZ  \r\n" + part + png + b"\r\n--XyZ--",
+        "a quoted boundary": b"--XyZ\r\n" + part + png + b"\r\n--XyZ--\r\n",
+    }
+    for name, body in bodies.items():
+        content_type = 'multipart/form-data; boundary="XyZ"' if "quoted" in name else "multipart/form-data; boundary=XyZ"
+        response = client.post("/v1/predict", content=body, headers={"Content-Type": content_type})
+        assert response.status_code == 200, (name, response.text)
+        assert response.json()["predictions"] == [{**response.json()["predictions"][0], "file": "d.png", "label": label}]
+    utf8 = client.post("/v1/predict", files=[("file", ("名前.png", png, "image/png"))])
+    assert utf8.json()["predictions"][0]["file"] == "名前.png"
 
 
 def test_metrics_count_requests_latency_and_images(serving_model, sure_digits):
