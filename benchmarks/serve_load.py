@@ -57,10 +57,27 @@ class Load:
     p99_ms: float
     max_ms: float
     images_per_request: int = 1
+    server_cpu_us_per_request: float = float("nan")  # CPU of the server's processes over the measurement
 
     @property
     def images_per_s(self) -> float:
         return self.requests_per_s * self.images_per_request
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its descendants (the workers), from /proc."""
+    total, todo = 0.0, [pid]
+    tick = os.sysconf("SC_CLK_TCK")
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except (OSError, ValueError):  # it ended meanwhile, or no /proc (then the figure is 0)
+            continue
+    return total
 
 
 def http_request(method: str, path: str, body: bytes = b"", content_type: str | None = None) -> bytes:
@@ -119,8 +136,10 @@ async def _drive(port: int, requests: list[bytes], total: int, connections: int,
 
 
 def run_load(port: int, scenario: str, workers: int, requests: list[bytes], total: int, connections: int,
-             images_per_request: int = 1, warmup: int = 200, time_cap: float = TIME_CAP_S) -> Load:
-    """Warm up, then measure ``total`` requests; latencies are per request, client-side."""
+             images_per_request: int = 1, warmup: int = 200, time_cap: float = TIME_CAP_S,
+             server_pid: int | None = None) -> Load:
+    """Warm up, then measure ``total`` requests; latencies are per request, client-side; with ``server_pid``, the
+    server's CPU per request too (a figure another process on the machine barely changes)."""
     loop_factory = None
     try:
         import uvloop
@@ -136,16 +155,20 @@ def run_load(port: int, scenario: str, workers: int, requests: list[bytes], tota
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(coroutine)
 
-    run(min(warmup, total))
+    if warmup:
+        run(min(warmup, total))
+    cpu_before = tree_cpu_s(server_pid) if server_pid else 0.0
     latencies, errors, seconds = run(total)
+    cpu = (tree_cpu_s(server_pid) - cpu_before) if server_pid else float("nan")
     ordered = sorted(latencies) or [float("nan")]
 
     def pct(q: float) -> float:
         return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
-    return Load(scenario, workers, connections, len(latencies) + (total - len(latencies) if errors else 0), errors,
-                round(seconds, 3), round(len(latencies) / seconds, 1), round(pct(0.50), 3), round(pct(0.99), 3),
-                round(1000 * ordered[-1], 3), images_per_request)
+    done = len(latencies)
+    return Load(scenario, workers, connections, done + (total - done if errors else 0), errors,
+                round(seconds, 3), round(done / seconds, 1), round(pct(0.50), 3), round(pct(0.99), 3),
+                round(1000 * ordered[-1], 3), images_per_request, round(1e6 * cpu / max(done, 1), 1))
 
 
 def mnist_pngs(data_dir: str, count: int) -> tuple[list[bytes], list[int]]:
@@ -195,19 +218,21 @@ def measure(model: str, data_dir: str, requests: int, connections: int, batch: i
                         ("predict_png", single, requests, connections, 1),
                         ("predict_multipart", batched, batch_requests, min(connections, 4 * n), batch)):
                     result = run_load(server.port, scenario, n, reqs, total, conns, images_per_request=per,
-                                      warmup=min(200, total) if per == 1 else 4)
+                                      warmup=min(200, total) if per == 1 else 4, server_pid=server.process.pid)
                     runs.append({"repeat": repeat, **asdict(result), "images_per_s": round(result.images_per_s, 1)})
                     log(f"  repeat {repeat} workers {n} {scenario:18s} {result.requests_per_s:9,.0f} req/s "
                         f"{result.images_per_s:9,.0f} images/s  p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} "
-                        f"ms  errors {result.errors}  ({result.requests} requests, {result.connections} connections)")
+                        f"ms  errors {result.errors}  server CPU {result.server_cpu_us_per_request:7.1f} us/request  "
+                        f"({result.requests} requests, {result.connections} connections)")
     summary = {}
     for n in workers:
         for scenario in ("healthz", "predict_png", "predict_multipart"):
             rows = [r for r in runs if r["workers"] == n and r["scenario"] == scenario]
-            summary[f"{scenario}@{n}"] = {key: statistics.median(r[key] for r in rows) for key in (
-                "requests_per_s", "images_per_s", "p50_ms", "p99_ms")} | {"errors": sum(r["errors"] for r in rows),
-                                                                           "requests": sum(r["requests"] for r in rows),
-                                                                           "runs": [r["requests_per_s"] for r in rows]}
+            summary[f"{scenario}@{n}"] = {
+                **{key: statistics.median(r[key] for r in rows)
+                   for key in ("requests_per_s", "images_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_request")},
+                "errors": sum(r["errors"] for r in rows), "requests": sum(r["requests"] for r in rows),
+                "runs": [r["requests_per_s"] for r in rows]}
         if summary.get(f"healthz@{n}", {}).get("requests_per_s"):
             summary[f"predict_vs_healthz@{n}"] = round(summary[f"predict_png@{n}"]["requests_per_s"]
                                                        / summary[f"healthz@{n}"]["requests_per_s"], 3)
