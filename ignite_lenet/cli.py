@@ -45,6 +45,21 @@ def missing_extra(error: ModuleNotFoundError) -> str | None:
     return next((extra for extra, modules in EXTRA_MODULES.items() if top in modules), None)
 
 
+def _missing_modules(modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` cannot be imported (found without importing them)."""
+    import importlib.util
+
+    missing = []
+    for name in modules:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # ValueError: sys.modules[name] is None (made unimportable)
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
 def run_cli(prog: str, work: Callable[[], int | None], interrupted_hint: str = "") -> int:
     """Run ``work`` and turn user errors (``OSError``, ``ValueError``, a missing optional extra) into one line and
     exit code 2."""
@@ -54,8 +69,9 @@ def run_cli(prog: str, work: Callable[[], int | None], interrupted_hint: str = "
         extra = missing_extra(e)
         if extra is None:
             raise
+        missing = _missing_modules(EXTRA_MODULES[extra]) or [e.name.split(".")[0]]
         print(f'{prog}: error: this command needs the {EXTRA_NAMES[extra]} extra: pip install "ignite_lenet[{extra}]" '
-              f"(missing module {e.name.split('.')[0]})", file=sys.stderr)
+              f"(missing module{'s' if len(missing) > 1 else ''} {', '.join(missing)})", file=sys.stderr)
         return EXIT_USAGE
     except (OSError, ValueError) as e:
         message = " ".join(str(e).split()) or type(e).__name__
