@@ -92,7 +92,8 @@ def create_app(settings: Settings, classifier: OnnxClassifier | None = None) -> 
     app.include_router(page.router)
     install_error_handlers(app)
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RecordMetrics, metrics=app.state.metrics)  # outermost: counts the 413s above too
+    paths = frozenset(route.path for router in (ops.router, api.router, page.router) for route in router.routes)
+    app.add_middleware(RecordMetrics, metrics=app.state.metrics, paths=paths)  # outermost: counts the 413s too
     return app
 
 

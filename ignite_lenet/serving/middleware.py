@@ -60,10 +60,11 @@ class BodyLimits:
 
 
 class RecordMetrics:
-    """Counts each answered HTTP request by its route template (``scope["route"]``, set by the router)."""
+    """Counts each answered HTTP request by its route template (``scope["route"]``, set by the router; for a request
+    answered before routing, such as a 413 on its Content-Length, the path when it is one of ``paths``)."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app, self.metrics = app, metrics
+    def __init__(self, app: ASGIApp, metrics: Metrics, paths: frozenset[str] = frozenset()) -> None:
+        self.app, self.metrics, self.paths = app, metrics, paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -81,6 +82,7 @@ class RecordMetrics:
         try:
             await self.app(scope, receive, send_recording)
         finally:
-            route = scope.get("route")
-            self.metrics.observe(getattr(route, "path", "unmatched"), scope["method"], status,
-                                 time.perf_counter() - start)
+            route = getattr(scope.get("route"), "path", None)
+            if route is None:
+                route = scope["path"] if scope["path"] in self.paths else "unmatched"
+            self.metrics.observe(route, scope["method"], status, time.perf_counter() - start)

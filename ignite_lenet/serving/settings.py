@@ -55,9 +55,9 @@ class Settings:
     inference_threads: int = option(1, "batches classified at once per worker, each on a thread off the event "
                                     "loop (decoding, preprocessing, ONNX Runtime, JSON); requests that arrive "
                                     "meanwhile form the next batch", range=(1, 256))
-    onnx_threads: int = option(1, "ONNX Runtime intra-op threads per classification (1 suits many small requests; "
-                               "more helps only large batches on an idle machine)", range=(1, 256))
-    access_log: bool = option(True, "log every request (uvicorn's access log; costs ~10%% of the fastest requests)",
+    onnx_threads: int = option(1, "ONNX Runtime intra-op threads per batch (1 leaves the other cores to the event "
+                               "loop and the other workers)", range=(1, 256))
+    access_log: bool = option(True, "log every request on stdout (uvicorn's access log)",
                               flag="--access-log/--no-access-log")
     log_level: str = option("info", "uvicorn's log level", choices=LOG_LEVELS)
 

@@ -128,6 +128,8 @@ def test_too_large_bodies_and_images_are_413(serving_model):
         assert refused.status_code == 413 and "above the limit of 100,000" in refused.json()["error"]
         parts = client.post("/v1/predict", files=[("file", ("bomb.png", bomb, "image/png"))])
         assert parts.status_code == 200 and parts.json()["predictions"][0]["status"] == 413
+        metrics = client.get("/metrics").text  # the 413 answered before routing still counts under its route
+        assert 'ignite_lenet_http_requests_total{method="POST",route="/v1/predict",status="413"} 2.0' in metrics
 
 
 def test_the_token_guards_v1_but_not_healthz(serving_model, sure_digits, tmp_path):
