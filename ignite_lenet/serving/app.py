@@ -99,4 +99,8 @@ def create_app(settings: Settings, classifier: OnnxClassifier | None = None) -> 
 
 def app_from_environment() -> FastAPI:
     """The app of a ``--workers N`` worker process: its settings come from the parent (``Settings.to_environment``)."""
-    return create_app(Settings.from_environment())
+    from ignite_lenet.serving.server import freeze_startup_objects
+
+    app = create_app(Settings.from_environment())
+    freeze_startup_objects()  # the worker's own interpreter
+    return app
