@@ -39,7 +39,9 @@ _EXPORTS = {
     "load_model": "checkpoints",
     "LeNet5": "model",
 }
-__all__ = ["__version__", *_EXPORTS]
+# spelled out (not ``[*_EXPORTS]``) so linters see the TYPE_CHECKING imports below as the public names they are
+__all__ = ["__version__", "TrainConfig", "RECIPES", "train", "build_training", "Training", "TrainResult", "load_model",
+           "LeNet5"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers; __getattr__ imports them (ruff cannot see __all__'s)
     from ignite_lenet.checkpoints import load_model  # noqa: F401

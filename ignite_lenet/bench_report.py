@@ -15,7 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ignite_lenet.cli import ArgumentParser, run_cli
-from ignite_lenet.report.render import write_report
 from ignite_lenet.report.results import NOTE_SUFFIX
 
 
@@ -36,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def work() -> None:
+        from ignite_lenet.report.render import write_report  # matplotlib: a missing training extra is one line
+
         output_dir = args.output_dir or Path(args.json_files[0]).parent
         for path in write_report(args.json_files, output_dir):
             print(path)

@@ -30,8 +30,39 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
+# The import names each optional extra brings (pyproject.toml): a command run without its extra says which to install.
+EXTRA_MODULES = {
+    "train": ("torch", "torchvision", "ignite", "matplotlib", "onnx", "onnxscript", "torchinfo", "tqdm"),
+    "serve": ("fastapi", "starlette", "pydantic", "uvicorn", "multipart", "python_multipart", "prometheus_client",
+              "httptools", "uvloop"),
+}
+EXTRA_NAMES = {"train": "training", "serve": "serving"}
+
+
+def missing_extra(error: ModuleNotFoundError) -> str | None:
+    """The extra (``"train"``, ``"serve"``) whose module ``error`` could not import, or ``None`` (a real bug)."""
+    top = (error.name or "").split(".")[0]
+    return next((extra for extra, modules in EXTRA_MODULES.items() if top in modules), None)
+
+
+def _missing_modules(modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` cannot be imported (found without importing them)."""
+    import importlib.util
+
+    missing = []
+    for name in modules:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # ValueError: sys.modules[name] is None (made unimportable)
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
 def run_cli(prog: str, work: Callable[[], int | None], interrupted_hint: str | Callable[[], str] = "") -> int:
-    """Run ``work`` and turn user errors (``OSError``, ``ValueError``) into one line and exit code 2.
+    """Run ``work`` and turn user errors (``OSError``, ``ValueError``, a missing optional extra) into one line and
+    exit code 2.
 
     A file that cannot be written (a full disk, a read-only file system) is an ``OSError`` naming it
     (``files.WriteError``), so it ends the same way; so does standard output on a full disk or a closed pipe
@@ -44,6 +75,14 @@ def run_cli(prog: str, work: Callable[[], int | None], interrupted_hint: str | C
         code = work() or 0
         sys.stdout.flush()
         return code
+    except ModuleNotFoundError as e:
+        extra = missing_extra(e)
+        if extra is None:
+            raise
+        missing = _missing_modules(EXTRA_MODULES[extra]) or [e.name.split(".")[0]]
+        print(f'{prog}: error: this command needs the {EXTRA_NAMES[extra]} extra: pip install "ignite_lenet[{extra}]" '
+              f"(missing module{'s' if len(missing) > 1 else ''} {', '.join(missing)})", file=sys.stderr)
+        return EXIT_USAGE
     except (OSError, ValueError) as e:
         message = " ".join(str(e).split()) or type(e).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)
@@ -103,6 +142,23 @@ def int_range(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def float_range(low: float, high: float) -> Callable[[str], float]:
+    """An argparse ``type``: a finite number in ``[low, high]``, else one line naming the flag and the range."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number from {low:g} to {high:g}, got {text!r}") from None
+        if not low <= value <= high:  # NaN fails too
+            shown = text if len(text) <= 24 else text[:21] + "..."
+            raise argparse.ArgumentTypeError(f"must be a number from {low:g} to {high:g}, got {shown}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
 def output_dir(text: str) -> str:
     """An argparse ``type`` for ``--output-dir``: refuses a path that is (or lies under) an existing file."""
     if not text.strip():
@@ -123,11 +179,14 @@ def _base_type(annotation: Any) -> type:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfig,
-                         defaults: dict[str, tuple[Any, str]] | None = None, hidden: tuple[str, ...] = ()) -> None:
+                         defaults: dict[str, tuple[Any, str]] | None = None, hidden: tuple[str, ...] = (),
+                         config_file: bool = True) -> None:
     """Add one flag per dataclass field, with the field's help text and default.
 
     ``defaults`` gives a command its own ``(default, help)`` for some fields (``seeds``' ``--output-dir``);
     ``hidden`` fields keep their flag but leave ``--help`` (``seeds`` refuses ``--seed`` in favour of ``--seeds``).
+    A field whose metadata has ``range=(low, high)`` is checked at parse time (``int_range``/``float_range``).
+    ``config_file`` adds ``--config FILE``.
     """
     hints = get_type_hints(cls)
     defaults = defaults or {}
@@ -140,6 +199,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfi
         if f.name in defaults:
             default, help_text = defaults[f.name]
         kind = _base_type(hints[f.name])
+        bounds = meta.pop("range", None)
+        parse = kind if bounds is None else (float_range if kind is float else int_range)(*bounds)
         if f.name in hidden:
             help_text = argparse.SUPPRESS
         elif help_text.startswith("recipe: "):
@@ -157,7 +218,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfi
             continue
         if "choices" not in meta:
             meta.setdefault("metavar", {int: "N", float: "X"}.get(kind, "VALUE"))
-        parser.add_argument(flag, dest=f.name, type=kind, default=default, help=help_text, **meta)
+        parser.add_argument(flag, dest=f.name, type=parse, default=default, help=help_text, **meta)
+    if not config_file:
+        return
     parser.add_argument(
         "--config", metavar="FILE", default=None,
         help="read settings from a JSON file (e.g. an earlier run's config.json, which reproduces that run); "

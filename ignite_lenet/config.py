@@ -111,6 +111,9 @@ def _opt(default: Any, help: str, stored: bool = True, **cli: Any) -> Any:
     return field(default=default, metadata=metadata)
 
 
+option = _opt  # public: other settings dataclasses (serving.Settings) declare their flags the same way
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run; defaults reproduce the original notebook."""

@@ -43,6 +43,9 @@ EXPORT_FILES = {
     "raw": "lenet5.raw.onnx",  # uint8 [batch, 28, 28] input, the preprocessing inside the graph
     "int8": "lenet5.int8.onnx",  # static QDQ quantization of lenet5.onnx
 }
+EXPORT_FORMATS = ("onnx", "torchscript", "torch-export")  # --format's choices; export.formats.FORMATS writes each
+ONNX_OPSETS = (18, 25)  # the ONNX opsets export takes, lowest and highest
+MODEL_OUTPUTS = ("logits", "probabilities")  # what an exported model returns (--output)
 ONNX_FILE_NAMES = (EXPORT_FILES["onnx"], EXPORT_FILES["raw"])  # what a directory given as a model is searched for
 INPUT_NAME = "input"  # the float input of lenet5.onnx
 RAW_INPUT_NAME = "image"  # the uint8 input of lenet5.raw.onnx

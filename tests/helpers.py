@@ -77,3 +77,95 @@ def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
 def remount(path: Path, options: str) -> None:
     """``mount -o remount,OPTIONS`` of a ``small_tmpfs``: ``size=8m`` frees space, ``ro`` makes it read-only."""
     subprocess.run(["mount", "-o", f"remount,{options}", str(path)], check=True, capture_output=True)
+
+
+class ServerProcess:
+    """``python -m ignite_lenet.serve`` in a subprocess on a free 127.0.0.1 port, as an operator starts it.
+
+    ``--port 0`` lets the kernel pick the port (no race with other tests); it is read from the line the server
+    announces. ``start()`` returns once ``/healthz`` answers 200; ``stop()`` sends SIGTERM and returns the exit
+    code. Its output is drained on a thread (a full pipe would stall the server) and kept in ``lines``.
+    """
+
+    def __init__(self, model: str | Path, *args: str, python: str = PYTHON, env: dict[str, str] | None = None,
+                 timeout: float = 60.0, launcher: list[str] | None = None) -> None:
+        launcher = launcher or [python, "-m", "ignite_lenet.serve"]  # or a wrapper that runs the same module
+        self.command = [*launcher, "--model", str(model), "--port", "0", *args]
+        self.env = env or python_env()
+        self.timeout = timeout
+        self.lines: list[str] = []
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+        self.port = 0
+
+    def start(self) -> "ServerProcess":
+        import re
+        import threading
+        import time
+        import urllib.request
+
+        self.started_at = time.perf_counter()
+        self.process = subprocess.Popen(self.command, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True, bufsize=1)
+        announced = threading.Event()
+
+        def drain() -> None:
+            for line in self.process.stdout:
+                self.lines.append(line.rstrip("\n"))
+                match = re.search(r"serving .* on (http://127\.0\.0\.1:(\d+))", line)
+                if match and not announced.is_set():
+                    self.url, self.port = match.group(1), int(match.group(2))
+                    announced.set()
+            announced.set()  # the process ended
+
+        threading.Thread(target=drain, daemon=True).start()
+        deadline = time.monotonic() + self.timeout
+        if not announced.wait(self.timeout) or not self.url:
+            self.stop()
+            raise RuntimeError("the server did not start:\n" + "\n".join(self.lines))
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=5) as response:
+                    if response.status == 200:
+                        self.ready_s = time.perf_counter() - self.started_at  # process start to the first 200
+                        return self
+            except OSError:
+                if self.process.poll() is not None:
+                    break
+                time.sleep(0.02)
+        self.stop()
+        raise RuntimeError("the server never answered /healthz:\n" + "\n".join(self.lines))
+
+    def stop(self, sig: int | None = None, timeout: float = 30.0) -> int:
+        """SIGTERM (or ``sig``), wait, and the exit code (SIGKILL after ``timeout``)."""
+        import signal
+
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM if sig is None else sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+def png_bytes(image, fmt: str = "PNG", **params) -> bytes:
+    """A numpy array or PIL image encoded as an image file (PNG by default), in memory."""
+    import io
+
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(image)
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **params)
+    return buffer.getvalue()

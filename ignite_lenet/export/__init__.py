@@ -8,6 +8,19 @@ holds the ONNX graph surgery (padded channels, the raw-input model, int8); ``ver
 eager model; ``metadata`` what travels inside every file; ``__main__`` the command line.
 """
 
-from ignite_lenet.export.exporter import ExportReport, export
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["ExportReport", "export"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ignite_lenet.export.exporter import ExportReport, export
+
+
+def __getattr__(name: str) -> Any:  # PEP 562: ``python -m ignite_lenet.export --help`` parses without torch
+    if name in __all__:
+        from ignite_lenet.export import exporter
+
+        return getattr(exporter, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,9 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ignite_lenet.cli import ArgumentParser, int_range, output_dir, run_cli
-from ignite_lenet.export.exporter import MAX_OPSET, MIN_OPSET, OUTPUTS, export
-from ignite_lenet.export.formats import FORMATS
-from ignite_lenet.spec import BEST_MODEL, DEFAULT_EXPORT_DIR, DEFAULT_RUN_DIR, EXPORT_FILES
+from ignite_lenet.spec import (BEST_MODEL, DEFAULT_EXPORT_DIR, DEFAULT_RUN_DIR, EXPORT_FILES, EXPORT_FORMATS,
+                               MODEL_OUTPUTS, ONNX_OPSETS)
+
+# The parser is torch-free (names from spec), so --help works and a missing training extra is one line (run_cli)
+MIN_OPSET, MAX_OPSET = ONNX_OPSETS
 
 
 def get_args_parser() -> ArgumentParser:
@@ -28,7 +30,7 @@ def get_args_parser() -> ArgumentParser:
         description="Export the best LeNet-5 checkpoint to ONNX / TorchScript / torch.export and verify each file "
         "against the eager model on the MNIST test set.",
     )
-    parser.add_argument("--format", default="onnx", choices=[*FORMATS, "all"],
+    parser.add_argument("--format", default="onnx", choices=[*EXPORT_FORMATS, "all"],
                         help="what to export; 'all' writes every format (default: %(default)s)")
     parser.add_argument("--checkpoint", default=str(Path(DEFAULT_RUN_DIR) / BEST_MODEL), metavar="PATH",
                         help="best-model checkpoint written by ignite_lenet.train, or its run directory "
@@ -37,7 +39,7 @@ def get_args_parser() -> ArgumentParser:
                         help="where the exported files go (default: %(default)s)")
     parser.add_argument("--opset", type=int_range(MIN_OPSET, MAX_OPSET), default=None, metavar="N",
                         help=f"ONNX opset version, {MIN_OPSET} to {MAX_OPSET} (default: the exporter's)")
-    parser.add_argument("--output", default="logits", choices=OUTPUTS,
+    parser.add_argument("--output", default="logits", choices=MODEL_OUTPUTS,
                         help="model output: raw logits, or probabilities (a softmax inside the graph) "
                         "(default: %(default)s)")
     parser.add_argument("--raw-input", action="store_true",
@@ -58,9 +60,11 @@ def get_args_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    formats = tuple(FORMATS) if args.format == "all" else (args.format,)
+    formats = EXPORT_FORMATS if args.format == "all" else (args.format,)
 
     def work() -> None:
+        from ignite_lenet.export.exporter import export  # torch
+
         export(args.checkpoint, args.output_dir, formats, args.output, args.opset, args.quantize,
                args.data_dir, args.download, log=print, raw_input=args.raw_input)
 

@@ -33,12 +33,12 @@ from ignite_lenet.export.verify import (
 from ignite_lenet.files import check_output_dir, make_dirs, replace_checked, write_synced
 from ignite_lenet.mnist.idx import has_mnist, read_mnist
 from ignite_lenet.mnist.resize import to_model_input
-from ignite_lenet.spec import BEST_MODEL, DEFAULT_EXPORT_DIR, DEFAULT_RUN_DIR, EXPORT_FILES
+from ignite_lenet.spec import BEST_MODEL, DEFAULT_EXPORT_DIR, DEFAULT_RUN_DIR, EXPORT_FILES, MODEL_OUTPUTS, ONNX_OPSETS
 
 # torch.onnx's dynamo exporter writes these opsets as asked; older ones need the deprecated TorchScript exporter
 # (the onnx version converter fails on this graph below 16), newer ones are untested
-MIN_OPSET, MAX_OPSET = 18, 25
-OUTPUTS = ("logits", "probabilities")
+MIN_OPSET, MAX_OPSET = ONNX_OPSETS
+OUTPUTS = MODEL_OUTPUTS
 INT8_MAX_ACCURACY_DROP = 0.003  # 0.3 points
 INT8_CALIBRATION_IMAGES = 1000
 

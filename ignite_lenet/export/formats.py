@@ -129,7 +129,8 @@ class Format:
         return EXPORT_FILES[self.name]
 
 
-# What ``--format`` chooses from; a new format is one entry here (and its file name in ``spec.EXPORT_FILES``).
+# What ``--format`` chooses from; a new format is one entry here (and its name in ``spec.EXPORT_FORMATS``, which the
+# torch-free command line offers, and its file name in ``spec.EXPORT_FILES``).
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("onnx", lambda model, path, metadata, opset: write_onnx(model, path, metadata, opset) or [],
            _onnx_runner(INPUT_NAME)),

@@ -12,6 +12,8 @@ rounded and clamped to uint8. Here each pass is one matrix product over a whole 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ignite_lenet.spec import IMAGE_SIZE
@@ -22,8 +24,13 @@ PRECISION_BITS = 32 - 8 - 2  # Pillow's fixed point for 8-bit images (libImaging
 _CHUNK = 2048  # images per matrix product: keeps the intermediates in cache
 
 
+@functools.lru_cache(maxsize=64)
 def resize_weights(in_size: int, out_size: int) -> np.ndarray:
-    """Pillow's normalised bilinear weights ``(out_size, in_size)`` float64 (antialiased when reducing)."""
+    """Pillow's normalised bilinear weights ``(out_size, in_size)`` float64 (antialiased when reducing).
+
+    Computed once per pair of sizes (a Python loop over the output pixels) and returned read-only: a server
+    resizes every request's digit with the same 28 -> 32 weights.
+    """
     if in_size < 1 or out_size < 1:
         raise ValueError(f"sizes must be positive, got {in_size} -> {out_size}")
     scale = in_size / out_size
@@ -38,11 +45,15 @@ def resize_weights(in_size: int, out_size: int) -> np.ndarray:
         w = np.maximum(0.0, 1.0 - np.abs((taps - centre + 0.5) / filter_scale))
         total = w.sum()
         weights[out, lo:hi] = w / total if total != 0 else w
+    weights.setflags(write=False)
     return weights
 
 
+@functools.lru_cache(maxsize=64)
 def fixed_point_weights(in_size: int, out_size: int) -> tuple[np.ndarray, int]:
     """Pillow's integer coefficients for 8-bit images and their number of fraction bits: ``(K, bits)``.
+
+    Computed once per pair of sizes and returned read-only (``resize_weights``).
 
     A pass computes ``clip((K @ x + 2 ** (bits - 1)) >> bits, 0, 255)``. Pillow uses 22 bits; a power of two
     common to all coefficients is factored out, which changes no result and makes the sums small: for
@@ -56,7 +67,9 @@ def fixed_point_weights(in_size: int, out_size: int) -> tuple[np.ndarray, int]:
     while bits > 1 and nonzero.size and not (nonzero & 1).any():
         nonzero >>= 1
         bits -= 1
-    return coefficients >> (PRECISION_BITS - bits), bits
+    coefficients >>= PRECISION_BITS - bits
+    coefficients.setflags(write=False)
+    return coefficients, bits
 
 
 def _exact_dtype(coefficients: np.ndarray, bits: int) -> type:
@@ -65,9 +78,20 @@ def _exact_dtype(coefficients: np.ndarray, bits: int) -> type:
     return np.float32 if worst < (1 << 24) else np.float64
 
 
-def _pass_uint8(x: np.ndarray, coefficients: np.ndarray, bits: int) -> np.ndarray:
+@functools.lru_cache(maxsize=64)
+def _pass_plan(in_size: int, out_size: int) -> tuple[np.ndarray, int, type]:
+    """A pass's transposed coefficients ``(in_size, out_size)`` in the float type that holds it exactly, its
+    fraction bits, and that type (read-only, computed once per pair of sizes)."""
+    coefficients, bits = fixed_point_weights(in_size, out_size)
+    dtype = _exact_dtype(coefficients, bits)
+    transposed = np.ascontiguousarray(coefficients.T, dtype=dtype)
+    transposed.setflags(write=False)
+    return transposed, bits, dtype
+
+
+def _pass_uint8(x: np.ndarray, transposed: np.ndarray, bits: int) -> np.ndarray:
     """One fixed-point pass along the last axis of float-held uint8 values, rounded and clamped in place."""
-    y = x @ coefficients.T.astype(x.dtype)
+    y = x @ (transposed if transposed.dtype == x.dtype else transposed.astype(x.dtype))
     y += 1 << (bits - 1)
     y *= 1.0 / (1 << bits)  # a power of two: exact, and floor() then is the arithmetic shift
     np.floor(y, out=y)
@@ -91,9 +115,9 @@ def resize(images: np.ndarray, size: tuple[int, int] = (IMAGE_SIZE, IMAGE_SIZE))
         horizontal = resize_weights(width, out_w).astype(np.float32)
         vertical = resize_weights(height, out_h).astype(np.float32)
         return np.matmul(vertical, x @ horizontal.T)
-    kh, bits_h = fixed_point_weights(width, out_w)
-    kv, bits_v = fixed_point_weights(height, out_h)
-    dtype = np.float64 if np.float64 in (_exact_dtype(kh, bits_h), _exact_dtype(kv, bits_v)) else np.float32
+    kh, bits_h, dtype_h = _pass_plan(width, out_w)
+    kv, bits_v, dtype_v = _pass_plan(height, out_h)
+    dtype = np.float64 if np.float64 in (dtype_h, dtype_v) else np.float32
     order = [axis for axis, needed in (("x", width != out_w), ("y", height != out_h)) if needed]  # horizontal first
     out = np.empty((len(images), out_h, out_w), np.uint8)
     for start in range(0, len(images), _CHUNK):

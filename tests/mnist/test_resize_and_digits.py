@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ignite_lenet.mnist.digits import NoDigitFound, normalize_digit, read_gray
+from ignite_lenet.mnist.digits import ImageTooLarge, NoDigitFound, normalize_digit, read_gray
 from ignite_lenet.mnist.idx import read_mnist
 from ignite_lenet.mnist.resize import _exact_dtype, fixed_point_weights, resize, resize_weights, to_model_input
 
@@ -57,6 +57,20 @@ def test_the_coefficients_are_sixteenths_so_float32_is_exact():
     assert (np.count_nonzero(coefficients, axis=1) <= 2).all()
     assert _exact_dtype(coefficients, bits) is np.float32
     np.testing.assert_allclose(resize_weights(28, 32).sum(axis=1), 1.0)
+
+
+def test_the_weights_are_computed_once_per_size_and_read_only():
+    # a server resizes every request's digit: the weights come from a cache, the same arrays each time
+    for cached, uncached in ((resize_weights, resize_weights.__wrapped__),
+                             (lambda i, o: fixed_point_weights(i, o)[0], lambda i, o: fixed_point_weights.__wrapped__(i, o)[0])):
+        first = cached(28, 32)
+        assert cached(28, 32) is first and not first.flags.writeable
+        assert np.array_equal(first, uncached(28, 32))
+        with pytest.raises(ValueError):
+            first[0, 0] = 1
+    assert fixed_point_weights(28, 32)[1] == fixed_point_weights.__wrapped__(28, 32)[1] == 4
+    with pytest.raises(ValueError, match="positive"):
+        resize_weights(0, 32)
 
 
 def test_float_images_and_bad_shapes():
@@ -181,5 +195,26 @@ def test_decompression_bombs_are_refused_before_decoding(tmp_path):
     path = tmp_path / "bomb.png"
     Image.new("1", (8000, 6000)).save(path)  # 48 megapixels in a few kilobytes
     assert path.stat().st_size < 100_000
-    with pytest.raises(ValueError, match="above the limit"):
+    with pytest.raises(ImageTooLarge, match="above the limit"):
         read_gray(path)
+    with pytest.raises(ImageTooLarge, match="^upload: 800x600 pixels is above the limit of 100,000"):  # bytes too
+        read_gray(_png(Image.new("L", (800, 600))), max_pixels=100_000, name="upload")
+
+
+def test_bytes_in_memory_are_read_like_files_and_garbage_is_one_message(all_mnist):
+    digit = all_mnist[1][0]
+    np.testing.assert_array_equal(read_gray(_png(Image.fromarray(digit))) * 255, digit)
+    png = _png(Image.fromarray(digit)).getvalue()
+    for garbage in (b"", b"\x89PNG\r\n\x1a\n", png[: len(png) // 2], b"GIF89a" + bytes(200), bytes(range(256)) * 8):
+        with pytest.raises(ValueError, match="^body: not a readable image") as caught:
+            read_gray(io.BytesIO(garbage), name="body")
+        assert not isinstance(caught.value, (ImageTooLarge, NoDigitFound))
+
+
+def test_the_border_median_is_numpys_bit_for_bit():
+    from ignite_lenet.mnist.digits import _median
+
+    rng = np.random.default_rng(0)
+    for size in (1, 2, 3, 108, 109, 4000):
+        for values in (rng.random(size), rng.integers(0, 256, size) / 255.0, np.full(size, 0.3)):
+            assert _median(values) == np.median(values)

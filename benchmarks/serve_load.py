@@ -1,0 +1,295 @@
+"""Load benchmark of the HTTP service: a real server (``python -m ignite_lenet.serve``) in a subprocess, driven by a
+bounded asyncio client over N concurrent keep-alive connections on 127.0.0.1.
+
+    python benchmarks/serve_load.py --model exports/lenet5.onnx                  # the full run, ~2-4 min on 2 cores
+    python benchmarks/serve_load.py --model exports/lenet5.onnx --repeats 3 --requests 20000
+    python benchmarks/serve_load.py --smoke --model exports/lenet5.onnx          # seconds: what plain pytest runs
+
+Side by side in one run, with the same client: ``GET /healthz`` (the stack's ceiling: HTTP, routing, middleware,
+nothing else) and ``POST /v1/predict`` with one real MNIST test digit as a PNG (a different one each request),
+each with 1 and 2 workers; ``POST /v1/predict`` multipart with 256 PNGs per request (images/s); the cold start
+(process start to the first 200 on /healthz, in a process that never imports torch: checked at its exit).
+Scenarios alternate within each repeat, so a slow stretch of a shared machine hits all of them; medians over
+the repeats are reported. Results: ``benchmarks/results/serving/<name>.json``. Numbers are measured and
+printed, never asserted (the smoke test only checks that the benchmark runs and nothing failed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # helpers.ServerProcess: the tests' way of starting a real server
+
+from helpers import PYTHON, ServerProcess  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "serving"
+TIME_CAP_S = 300.0  # no scenario runs longer than this, whatever --requests says
+# the server process reports at exit whether it ever imported torch (the serving path must not)
+NO_TORCH_LAUNCHER = [PYTHON, "-c", (
+    "import runpy, sys\n"
+    "try:\n    runpy.run_module('ignite_lenet.serve', run_name='__main__', alter_sys=True)\n"
+    "finally:\n    print('torch imported:', any(m.split('.')[0] == 'torch' for m in sys.modules), flush=True)\n")]
+
+
+@dataclass
+class Load:
+    """One scenario's measurement."""
+
+    scenario: str
+    workers: int
+    connections: int
+    requests: int
+    errors: int
+    seconds: float
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    images_per_request: int = 1
+    server_cpu_us_per_request: float = float("nan")  # CPU of the server's processes over the measurement
+
+    @property
+    def images_per_s(self) -> float:
+        return self.requests_per_s * self.images_per_request
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its descendants (the workers), from /proc."""
+    total, todo = 0.0, [pid]
+    tick = os.sysconf("SC_CLK_TCK")
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except (OSError, ValueError):  # it ended meanwhile, or no /proc (then the figure is 0)
+            continue
+    return total
+
+
+def http_request(method: str, path: str, body: bytes = b"", content_type: str | None = None) -> bytes:
+    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    if content_type:
+        head += f"Content-Type: {content_type}\r\n"
+    if body or method == "POST":
+        head += f"Content-Length: {len(body)}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+def multipart_body(pngs: list[bytes], boundary: str = "ignite-lenet-load") -> tuple[bytes, str]:
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{i}.png"\r\n'
+             f"Content-Type: image/png\r\n\r\n".encode() + png + b"\r\n" for i, png in enumerate(pngs)]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+async def _drive(port: int, requests: list[bytes], total: int, connections: int, time_cap: float
+                 ) -> tuple[list[float], int, float]:
+    """Send ``total`` requests (cycling through ``requests``) over ``connections`` keep-alive connections."""
+    latencies: list[float] = []
+    errors = 0
+    issued = 0
+    deadline = time.monotonic() + time_cap
+
+    async def connection() -> None:
+        nonlocal issued, errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while issued < total and time.monotonic() < deadline:
+                data = requests[issued % len(requests)]
+                issued += 1
+                start = time.perf_counter()
+                try:
+                    writer.write(data)
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = 0
+                    for line in head.split(b"\r\n")[1:]:
+                        if line[:15].lower() == b"content-length:":
+                            length = int(line[15:])
+                    await reader.readexactly(length)
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                    errors += 1
+                    writer.close()
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    continue
+                latencies.append(time.perf_counter() - start)
+                if head[9:12] != b"200":
+                    errors += 1
+        finally:
+            writer.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(connection() for _ in range(connections)))
+    return latencies, errors, time.perf_counter() - started
+
+
+def run_load(port: int, scenario: str, workers: int, requests: list[bytes], total: int, connections: int,
+             images_per_request: int = 1, warmup: int = 200, time_cap: float = TIME_CAP_S,
+             server_pid: int | None = None) -> Load:
+    """Warm up, then measure ``total`` requests; latencies are per request, client-side; with ``server_pid``, the
+    server's CPU per request too (a figure another process on the machine barely changes)."""
+    loop_factory = None
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - the serving extra has uvloop
+        pass
+
+    def run(count: int) -> tuple[list[float], int, float]:
+        coroutine = _drive(port, requests, count, connections, time_cap)
+        if loop_factory is None:
+            return asyncio.run(coroutine)
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(coroutine)
+
+    if warmup:
+        run(min(warmup, total))
+    cpu_before = tree_cpu_s(server_pid) if server_pid else 0.0
+    latencies, errors, seconds = run(total)
+    cpu = (tree_cpu_s(server_pid) - cpu_before) if server_pid else float("nan")
+    ordered = sorted(latencies) or [float("nan")]
+
+    def pct(q: float) -> float:
+        return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    done = len(latencies)
+    return Load(scenario, workers, connections, done + (total - done if errors else 0), errors,
+                round(seconds, 3), round(done / seconds, 1), round(pct(0.50), 3), round(pct(0.99), 3),
+                round(1000 * ordered[-1], 3), images_per_request, round(1e6 * cpu / max(done, 1), 1))
+
+
+def mnist_pngs(data_dir: str, count: int) -> tuple[list[bytes], list[int]]:
+    """The first ``count`` MNIST test digits as PNG files, and their labels."""
+    from PIL import Image
+
+    from ignite_lenet.mnist.idx import read_mnist
+
+    images, labels = read_mnist(data_dir, "test", download=False)
+    pngs = []
+    for image in images[:count]:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, "PNG")
+        pngs.append(buffer.getvalue())
+    return pngs, labels[:count].tolist()
+
+
+def cold_start(model: str, repeats: int) -> dict:
+    """Process start to the first 200 on /healthz, and whether that process ever imported torch."""
+    times, torch_seen = [], []
+    for _ in range(repeats):
+        server = ServerProcess(model, "--no-access-log", launcher=NO_TORCH_LAUNCHER).start()
+        times.append(server.ready_s)
+        server.stop()
+        torch_seen.append(any(line == "torch imported: True" for line in server.lines))
+        assert any(line.startswith("torch imported:") for line in server.lines), server.lines
+    return {"seconds": [round(t, 3) for t in times], "median_s": round(statistics.median(times), 3),
+            "torch_imported": any(torch_seen)}
+
+
+def measure(model: str, data_dir: str, requests: int, connections: int, batch: int, batch_requests: int,
+            repeats: int, workers: tuple[int, ...], cold_repeats: int, log=print) -> dict:
+    pngs, labels = mnist_pngs(data_dir, max(batch, 100))
+    single = [http_request("POST", "/v1/predict", png, "image/png") for png in pngs[:100]]
+    health = [http_request("GET", "/healthz")]
+    body, kind = multipart_body(pngs[:batch])
+    batched = [http_request("POST", "/v1/predict", body, kind)]
+    runs: list[dict] = []
+    for repeat in range(repeats):
+        for n in workers:
+            with ServerProcess(model, "--workers", str(n), "--no-access-log") as server:
+                # the server answers right before the measurement: the digits' labels come back as expected
+                check = run_load(server.port, "check", n, single[:1], 1, 1, warmup=0)
+                assert check.errors == 0
+                for scenario, reqs, total, conns, per in (
+                        ("healthz", health, requests, connections, 1),
+                        ("predict_png", single, requests, connections, 1),
+                        ("predict_multipart", batched, batch_requests, min(connections, 4 * n), batch)):
+                    result = run_load(server.port, scenario, n, reqs, total, conns, images_per_request=per,
+                                      warmup=min(200, total) if per == 1 else 4, server_pid=server.process.pid)
+                    runs.append({"repeat": repeat, **asdict(result), "images_per_s": round(result.images_per_s, 1)})
+                    log(f"  repeat {repeat} workers {n} {scenario:18s} {result.requests_per_s:9,.0f} req/s "
+                        f"{result.images_per_s:9,.0f} images/s  p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} "
+                        f"ms  errors {result.errors}  server CPU {result.server_cpu_us_per_request:7.1f} us/request  "
+                        f"({result.requests} requests, {result.connections} connections)")
+    summary = {}
+    for n in workers:
+        for scenario in ("healthz", "predict_png", "predict_multipart"):
+            rows = [r for r in runs if r["workers"] == n and r["scenario"] == scenario]
+            summary[f"{scenario}@{n}"] = {
+                **{key: statistics.median(r[key] for r in rows)
+                   for key in ("requests_per_s", "images_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_request")},
+                "errors": sum(r["errors"] for r in rows), "requests": sum(r["requests"] for r in rows),
+                "runs": [r["requests_per_s"] for r in rows]}
+        if summary.get(f"healthz@{n}", {}).get("requests_per_s"):
+            summary[f"predict_vs_healthz@{n}"] = round(summary[f"predict_png@{n}"]["requests_per_s"]
+                                                       / summary[f"healthz@{n}"]["requests_per_s"], 3)
+    cold = cold_start(model, cold_repeats)
+    log(f"  cold start: median {cold['median_s']:.3f} s over {cold_repeats} ({cold['seconds']}); torch imported: "
+        f"{cold['torch_imported']}")
+    return {"summary": summary, "cold_start": cold, "runs": runs}
+
+
+def machine() -> dict:
+    import onnxruntime
+
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "onnxruntime": onnxruntime.__version__, "load_average_at_start": load}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="exports/lenet5.onnx", help="the ONNX model to serve (default: %(default)s)")
+    parser.add_argument("--data-dir", default=os.environ.get("IGNITE_LENET_DATA_DIR", "data"),
+                        help="MNIST, for the digits sent (default: $IGNITE_LENET_DATA_DIR or ./data)")
+    parser.add_argument("--requests", type=int, default=20_000, help="requests per single-request scenario")
+    parser.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections")
+    parser.add_argument("--batch", type=int, default=256, help="images per multipart request")
+    parser.add_argument("--batch-requests", type=int, default=100, help="multipart requests per scenario")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of every scenario (medians are reported)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="server worker counts to compare")
+    parser.add_argument("--cold-starts", type=int, default=5, help="cold starts to time")
+    parser.add_argument("--name", default=None, help="results file name (default: a timestamp)")
+    parser.add_argument("--smoke", action="store_true", help="a few hundred requests, one repeat, no file: a check")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.requests, args.batch_requests, args.repeats, args.cold_starts = 300, 4, 1, 1
+        args.connections, args.batch = 8, 32
+    started = time.time()
+    info = machine()
+    print(f"serving load benchmark: {info['cpu']}, {info['cores']} cores, load {info['load_average_at_start']}")
+    result = measure(args.model, args.data_dir, args.requests, args.connections, args.batch, args.batch_requests,
+                     args.repeats, tuple(args.workers), args.cold_starts)
+    result = {"machine": info, "settings": {k: v for k, v in vars(args).items() if k != "name"},
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+              "wall_s": round(time.time() - started, 1), **result}
+    for key, row in result["summary"].items():
+        print(f"{key:26s} {json.dumps(row)}")
+    if not args.smoke:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path = RESULTS / f"{args.name or time.strftime('%Y%m%d-%H%M%S')}.json"
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {path}")
+    return 1 if any(row.get("errors") for row in result["summary"].values() if isinstance(row, dict)) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

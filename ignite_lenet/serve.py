@@ -1,0 +1,42 @@
+"""Serve an exported LeNet-5 over HTTP: the drawing page, ``POST /v1/predict``, ``/healthz``, ``/metrics``.
+
+    python -m ignite_lenet.serve --model exports/lenet5.onnx                     # http://127.0.0.1:8000/
+    python -m ignite_lenet.serve --model exports/lenet5.onnx --host 0.0.0.0 --workers 2 --token-file token.txt
+    curl --data-binary @digit.png -H 'Content-Type: image/png' http://127.0.0.1:8000/v1/predict
+
+Needs the serving extra (``pip install "ignite_lenet[serve]"``), not torch. A missing or foreign model, an empty
+token file or a port in use is one line on stderr and exit code 2; SIGTERM lets in-flight requests finish, then
+the process exits with 0. The work is ``ignite_lenet.serving``; this module parses and calls.
+"""
+
+from __future__ import annotations
+
+from ignite_lenet.cli import ArgumentParser, add_config_arguments, config_from_args, run_cli
+from ignite_lenet.serving.settings import Settings
+
+
+def get_args_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="python -m ignite_lenet.serve",
+        description="Serve an exported LeNet-5 (ONNX Runtime, no torch) over HTTP with FastAPI and uvicorn: GET / "
+        "(a page to draw digits on), POST /v1/predict (an image, or multipart 'file' parts), GET /healthz, GET "
+        "/metrics (Prometheus), GET /openapi.json.",
+    )
+    add_config_arguments(parser, Settings, config_file=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+
+    def work() -> int:
+        from ignite_lenet.serving.server import serve  # FastAPI and uvicorn: the serving extra
+
+        return serve(config_from_args(args, Settings))
+
+    return run_cli(parser.prog, work)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

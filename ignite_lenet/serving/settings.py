@@ -1,0 +1,111 @@
+"""``Settings``: everything that defines a running service, the one home of its defaults and limits.
+
+The command line (``python -m ignite_lenet.serve``) is generated from these fields (help, default and range
+written once, here); ``create_app(settings)`` and the uvicorn configuration read them. Workers of a
+``--workers N`` server get them through the environment (``to_environment``/``from_environment``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ignite_lenet.config import flag_name, option
+from ignite_lenet.mnist.digits import MAX_IMAGE_PIXELS
+from ignite_lenet.spec import DEFAULT_MODEL
+
+SETTINGS_ENV = "IGNITE_LENET_SERVE_SETTINGS"  # JSON of the settings, for worker processes
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The service's configuration; invalid values raise ``ValueError`` naming the flag."""
+
+    model: str = option(DEFAULT_MODEL, "the exported ONNX model to serve (lenet5.onnx or lenet5.raw.onnx), or a "
+                        "directory holding one", metavar="PATH")
+    host: str = option("127.0.0.1", "address to listen on: loopback only by default; 0.0.0.0 (or an interface's "
+                       "address) serves other machines", metavar="ADDRESS")
+    port: int = option(8000, "TCP port (0: any free port, printed at start)", range=(0, 65535))
+    workers: int = option(1, "server processes sharing the port, each with its own copy of the model; /metrics "
+                          "adds up all of them", range=(1, 64))
+    token_file: str | None = option(None, "file whose first line is a bearer token: /v1/* then requires "
+                                    "'Authorization: Bearer TOKEN' (/healthz, /metrics and the page stay open; the "
+                                    "page cannot send the token)", metavar="FILE")
+    max_body_bytes: int = option(4 * MiB, "largest request body in bytes, enforced while it is read (413 beyond)",
+                                 range=(1024, 1024 * MiB))
+    max_image_pixels: int = option(4_000_000, "largest image in pixels, checked before decoding (413 beyond: "
+                                   "decompression bombs)", range=(64, MAX_IMAGE_PIXELS))
+    max_files: int = option(1024, "most images in one multipart request", range=(1, 100_000))
+    body_timeout: float = option(30.0, "seconds a request's whole body may take to arrive after its headers (408 "
+                                 "and the connection closed beyond: slow clients)", range=(0.01, 3600.0))
+    header_timeout: float = option(10.0, "seconds a connection may take to send a request's headers, from its "
+                                   "start or its previous response (slowloris)", range=(0.01, 3600.0))
+    keep_alive: int = option(5, "seconds an idle keep-alive connection stays open (uvicorn's timeout_keep_alive)",
+                             range=(1, 3600))
+    graceful_timeout: int = option(30, "seconds in-flight requests get to finish after SIGTERM before they are "
+                                   "cancelled", range=(0, 3600))
+    max_connections: int = option(1024, "concurrent connections and requests per worker beyond which requests get "
+                                  "503 (uvicorn's limit_concurrency)", range=(1, 1_000_000))
+    inference_threads: int = option(1, "batches classified at once per worker, each on a thread off the event "
+                                    "loop (decoding, preprocessing, ONNX Runtime, JSON); requests that arrive "
+                                    "meanwhile form the next batch", range=(1, 256))
+    onnx_threads: int = option(1, "ONNX Runtime intra-op threads per batch (1 leaves the other cores to the event "
+                               "loop and the other workers)", range=(1, 256))
+    access_log: bool = option(True, "log every request on stdout (uvicorn's access log)",
+                              flag="--access-log/--no-access-log")
+    log_level: str = option("info", "uvicorn's log level", choices=LOG_LEVELS)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value, bounds = getattr(self, f.name), f.metadata.get("range")
+            if bounds is None:
+                continue
+            kind = float if isinstance(bounds[0], float) else int
+            if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or not (
+                    bounds[0] <= value <= bounds[1]):
+                raise ValueError(f"{flag_name(f.name)} must be {'a number' if kind is float else 'an integer'} from "
+                                 f"{bounds[0]:,} to {bounds[1]:,}, got {value!r}")
+        if not isinstance(self.host, str) or not self.host.strip():
+            raise ValueError(f"--host must be an address, got {self.host!r}")
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
+
+    def with_absolute_paths(self) -> Settings:
+        """The same settings with the model and token paths absolute (workers may start elsewhere)."""
+        token = None if self.token_file is None else str(Path(self.token_file).absolute())
+        return dataclasses.replace(self, model=str(Path(self.model).absolute()), token_file=token)
+
+    def to_environment(self) -> dict[str, str]:
+        """``{SETTINGS_ENV: json}``, for ``from_environment`` in a worker process."""
+        return {SETTINGS_ENV: json.dumps(dataclasses.asdict(self))}
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        if SETTINGS_ENV not in environ:
+            raise ValueError(f"${SETTINGS_ENV} is not set: start the server with python -m ignite_lenet.serve")
+        values: dict[str, Any] = json.loads(environ[SETTINGS_ENV])
+        return cls(**values)
+
+
+def read_token(path: str | Path) -> bytes:
+    """The bearer token: the first line of ``path``, stripped; ``ValueError`` when it is empty or unprintable."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"--token-file {path}: not UTF-8 text") from None
+    except OSError as e:
+        raise OSError(f"--token-file {path}: {e.strerror or e}") from None
+    token = text.splitlines()[0].strip() if text.strip() else ""
+    if not token:
+        raise ValueError(f"--token-file {path}: the file is empty; put the token on its first line")
+    if not token.isprintable() or not token.isascii() or " " in token:
+        raise ValueError(f"--token-file {path}: the token must be printable ASCII without spaces (as a header carries it)")
+    return token.encode("ascii")
