@@ -10,6 +10,7 @@ The model is loaded once, in the lifespan, and held on ``app.state`` with the to
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from collections.abc import AsyncIterator
@@ -99,8 +100,18 @@ def create_app(settings: Settings, classifier: OnnxClassifier | None = None) -> 
 
 def app_from_environment() -> FastAPI:
     """The app of a ``--workers N`` worker process: its settings come from the parent (``Settings.to_environment``)."""
-    from ignite_lenet.serving.server import freeze_startup_objects
-
     app = create_app(Settings.from_environment())
     freeze_startup_objects()  # the worker's own interpreter
     return app
+
+
+def freeze_startup_objects() -> None:
+    """Exclude everything that exists by now (imports, the app, the model) from the cyclic garbage collector.
+
+    A full collection walks every tracked object: the ~200,000 of FastAPI, pydantic and onnxruntime took a
+    collection tens of milliseconds, often enough under load to set the p99 latency (35 -> 13 ms at 32
+    connections). What requests allocate afterwards is still collected. Server processes only: they own
+    their interpreter (``create_app`` alone leaves the collector as it is).
+    """
+    gc.collect()
+    gc.freeze()
