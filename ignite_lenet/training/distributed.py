@@ -114,11 +114,6 @@ def place(cfg: TrainConfig) -> ProcessPlacement:
     return placement
 
 
-def resolve_backend(cfg: TrainConfig) -> str:
-    """The backend to use (``place(cfg).backend``)."""
-    return place(cfg).backend
-
-
 def threads_per_process(local_world_size: int) -> int:
     """CPU threads for each of ``local_world_size`` processes sharing this machine (no oversubscription)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -26,7 +26,7 @@ from ignite_lenet.spec import (
 )
 from ignite_lenet.train import main
 from ignite_lenet.training.data import InMemoryLoader
-from ignite_lenet.training.distributed import failure_line, launch, place, resolve_backend, threads_per_process
+from ignite_lenet.training.distributed import failure_line, launch, place, threads_per_process
 from ignite_lenet.training.engines import create_evaluator
 
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
@@ -183,8 +183,8 @@ def test_missing_data_is_reported_before_spawning(tmp_path, capsys):
 def test_backend_checks():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="^--nproc-per-node 2 needs 2 GPUs, this machine has 0; use --backend"):
-            resolve_backend(TrainConfig(backend="nccl", nproc_per_node=2))
-    assert resolve_backend(TrainConfig(backend="gloo")) == "gloo"
+            place(TrainConfig(backend="nccl", nproc_per_node=2))
+    assert place(TrainConfig(backend="gloo")).backend == "gloo"
     placement = place(TrainConfig(backend="gloo", nproc_per_node=2))
     assert placement.backend == "gloo" and placement.hide_gpus  # CPU processes, whatever the machine has
     assert threads_per_process(2) >= 1
