@@ -358,7 +358,9 @@ class _StdoutHandler(logging.StreamHandler):
 
 
 def _logger(rank: int) -> logging.Logger:
-    logger = setup_logger("ignite_lenet", format="%(message)s", distributed_rank=rank, stream=sys.stdout)
+    # reset: setup_logger keeps a logger that exists already unconfigured, and importing a child logger (the
+    # serving package's "ignite_lenet.serving") makes "ignite_lenet" exist: the run's log would then vanish
+    logger = setup_logger("ignite_lenet", format="%(message)s", distributed_rank=rank, stream=sys.stdout, reset=True)
     for handler in list(logger.handlers):  # setup_logger keeps its first call's stream: follow today's sys.stdout
         if type(handler) is logging.StreamHandler:  # (a redirect, a notebook cell, a test's capture)
             ours = _StdoutHandler(sys.stdout)
