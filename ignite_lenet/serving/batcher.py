@@ -69,7 +69,8 @@ class Batcher:
             pending = self.queue.get_nowait()
             if not pending.future.done():
                 pending.future.set_exception(Unavailable("the server is shutting down"))
-        self.executor.shutdown(wait=True)
+        # joined on another thread: a batch still running must not hold the event loop (nor the other tasks)
+        await asyncio.get_running_loop().run_in_executor(None, self.executor.shutdown, True)
 
     async def submit(self, job: Job) -> Result:
         """The result of classifying ``job``; raises the ``ServiceError`` that refuses the whole request."""
