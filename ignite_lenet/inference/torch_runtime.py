@@ -26,8 +26,22 @@ def _metadata(path: Path, text: str) -> dict[str, str]:
 
 
 class _TorchClassifier(Classifier):
-    module: torch.nn.Module
-    device: str
+    """Opens a torch-exported file with its format's loader (which fills the metadata the export stored beside the
+    program) and runs it under ``inference_mode``."""
+
+    @staticmethod
+    def _load(path: Path, device: str, extra_files: dict[str, str]) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def __init__(self, path: str | Path, device: str = "cpu") -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such model file")
+        extra = {METADATA_FILE: ""}
+        self.module = self._load(path, device, extra)
+        self.device = device
+        self.path = path
+        super().__init__(_metadata(path, extra[METADATA_FILE]), source=str(path))
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
@@ -37,26 +51,10 @@ class _TorchClassifier(Classifier):
 class TorchScriptClassifier(_TorchClassifier):
     """An exported ``lenet5.torchscript.pt`` run by ``torch.jit.load`` (same interface as ``OnnxClassifier``)."""
 
-    def __init__(self, path: str | Path, device: str = "cpu") -> None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such model file")
-        extra = {METADATA_FILE: ""}
-        self.module = load_torchscript(path, device, extra)
-        self.device = device
-        self.path = path
-        super().__init__(_metadata(path, extra[METADATA_FILE]), source=str(path))
+    _load = staticmethod(load_torchscript)
 
 
 class ExportedProgramClassifier(_TorchClassifier):
     """An exported ``lenet5.pt2`` run by ``torch.export.load(...).module()`` (same interface as ``OnnxClassifier``)."""
 
-    def __init__(self, path: str | Path, device: str = "cpu") -> None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such model file")
-        extra = {METADATA_FILE: ""}
-        self.module = load_exported_program(path, device, extra)
-        self.device = device
-        self.path = path
-        super().__init__(_metadata(path, extra[METADATA_FILE]), source=str(path))
+    _load = staticmethod(load_exported_program)
