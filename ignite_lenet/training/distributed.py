@@ -55,6 +55,22 @@ def on_rank0(work: Callable[[], T]) -> T | None:
     return result
 
 
+def data_parallel(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model`` on ``device``; in a data-parallel job wrapped in ``DistributedDataParallel`` (gradients
+    all-reduced), on ``device``'s GPU or on CPU.
+
+    Not ``idist.auto_model``: it moves the model to ``idist.device()``, which is CUDA whenever the process sees a
+    GPU, whatever ``--device`` says (a ``--device cpu`` run on a GPU machine would train on the GPU and evaluate
+    on the CPU), and in a single process on a machine with several GPUs it wraps the model in ``DataParallel``,
+    which a captured CUDA-graph step cannot replay. A single process is never wrapped.
+    """
+    model = model.to(device)
+    if idist.get_world_size() == 1:
+        return model
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                     else None)
+
+
 def checkpoint_from_rank0(path: Path, map_location: torch.device | str = "cpu") -> dict[str, Any]:
     """``load_checkpoint(path)`` read by rank 0 alone and sent to every rank (``idist.broadcast``, ``on_rank0``)."""
     if idist.get_world_size() == 1:
@@ -205,9 +221,9 @@ def launch(train: Callable[[TrainConfig], dict[str, Any]], cfg: TrainConfig) -> 
     logging.getLogger("torch.multiprocessing.spawn").setLevel(logging.ERROR)
     results: list[dict[str, Any]] = []
     try:
-        # CPU processes see no GPU: ignite would otherwise put process k on cuda:k (set_device(local_rank)) and
-        # idist.auto_model would move its model there. Spawned processes inherit the hidden GPUs; a torchrun
-        # worker hides them from itself, before anything here has initialised CUDA.
+        # CPU processes see no GPU: ignite would otherwise put process k on cuda:k (set_device(local_rank): an
+        # invalid device ordinal where the machine has fewer GPUs than processes). Spawned processes inherit the
+        # hidden GPUs; a torchrun worker hides them from itself, before anything here has initialised CUDA.
         with gpus_hidden(placement.hide_gpus), \
                 idist.Parallel(backend=placement.backend, nproc_per_node=cfg.nproc_per_node) as parallel:
             if cfg.nproc_per_node:  # spawned: rank 0 writes metrics.json, nothing comes back to this process

@@ -54,7 +54,7 @@ from ignite_lenet.spec import (
 from ignite_lenet.training.augment import ElasticDistortion, RandomAffine
 from ignite_lenet.training.data import InMemoryLoader, MNISTData, load_data
 from ignite_lenet.training.devices import check_cublas_workspace, configure_determinism, resolve_device
-from ignite_lenet.training.distributed import checkpoint_from_rank0, launch, on_rank0, requested
+from ignite_lenet.training.distributed import checkpoint_from_rank0, data_parallel, launch, on_rank0, requested
 from ignite_lenet.training.engines import create_ema, create_evaluator, create_trainer, quiet_reported_errors
 from ignite_lenet.training.handlers import (
     LossReadout,
@@ -406,7 +406,7 @@ def setup_model(cfg: TrainConfig, device: torch.device, data: MNISTData, initial
             net.load_plain_state_dict(initial.state_dict())
         else:
             net.load_state_dict(initial.state_dict())
-    model = idist.auto_model(net.to(device), sync_bn=False)
+    model = data_parallel(net, device)
     varying_betas = cfg.schedule == "onecycle"  # OneCycleLR cycles Adam's beta1 every step
     cuda_graphs = use_cuda_graphs(cfg.cuda_graphs, device, idist.get_world_size(), varying_betas)
     optimizer = create_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.weight_decay, device, cuda_graphs,

@@ -110,3 +110,16 @@ def test_progress_bar_is_off_in_a_pipe_and_tensorboard_missing_is_one_line(mnist
                  "--epochs", "1", "--epoch-length", "5", "--tensorboard", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "pip install tensorboard" in err and err.count("\n") == 1
+
+
+def test_a_cpu_run_stays_on_the_cpu_whatever_ignites_default_device(mnist_dir, tmp_path, monkeypatch):
+    """ignite's default device (``idist.device()``) is CUDA on any machine with a GPU; ``--device cpu`` must still
+    train and evaluate on the CPU. Simulated here by a default device nothing can compute on ("meta")."""
+    import ignite.distributed
+    import ignite.distributed.utils
+
+    for module in (ignite.distributed, ignite.distributed.utils):
+        monkeypatch.setattr(module, "device", lambda: torch.device("meta"))
+    result = train(_cfg(mnist_dir, tmp_path, epochs=1, epoch_length=10))
+    assert next(result.model.parameters()).device.type == "cpu"
+    assert result.metrics["device"] == "cpu" and 0.1 < result.metrics["test_accuracy"] <= 1.0
