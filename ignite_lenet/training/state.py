@@ -143,8 +143,11 @@ class Selection:
         return (self.ema_evaluator if self.use_ema() else self.val_evaluator).state.metrics
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """The chosen weights as a plain ``LeNet5`` state_dict (unwrapped, standardisation folded in)."""
-        return plain_state_dict(self.ema_model if self.use_ema() else self.model)
+        """The chosen weights as a plain ``LeNet5`` state_dict (unwrapped, standardisation folded in), on the CPU:
+        a ``best_model.pt`` trained on a GPU loads with a bare ``torch.load(path, weights_only=True)`` on a machine
+        without one (a no-op for CPU runs)."""
+        chosen = plain_state_dict(self.ema_model if self.use_ema() else self.model)
+        return {name: tensor.detach().cpu() for name, tensor in chosen.items()}
 
     def score(self, engine: Engine | None = None) -> float:
         return -float(self.metrics()["loss"])

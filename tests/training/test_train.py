@@ -194,12 +194,15 @@ def test_a_deterministic_cuda_run_resumes_bit_for_bit(mnist_dir, tmp_path):
                  elastic=True, schedule="onecycle", lr=3e-3)
     reference = train(_cfg(mnist_dir, tmp_path / "reference", **flags))
     assert reference.metrics["device"].startswith("cuda")
+    best = torch.load(tmp_path / "reference" / BEST_MODEL, weights_only=True)  # no map_location: CPU tensors
+    assert {tensor.device.type for tensor in best["model"].values()} == {"cpu"}
     interrupted = _cfg(mnist_dir, tmp_path / "interrupted", **flags)
     training = build_training(interrupted)
     assert training.engines.readout.step.use_graph  # OneCycleLR no longer means eager on CUDA
     training.trainer.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda engine: engine.terminate())
     with training.determinism:
         training.trainer.run(training.loaders["train"], max_epochs=2)  # stops after epoch 1 (checkpoint written)
+    training.close()  # its trainer was run directly, not through run(): give the run directory up to the resume
     finished = train(interrupted.replace(resume=True))
     assert _metrics_without_times(tmp_path / "interrupted") == _metrics_without_times(tmp_path / "reference")
     final, expected = (_weights(tmp_path / d / TRAINING_CHECKPOINT) for d in ("interrupted", "reference"))
@@ -219,6 +222,7 @@ def test_a_one_cycle_run_moves_between_cpu_and_a_graphed_cuda_step_on_resume(mni
         training = build_training(cfg)
         training.trainer.add_event_handler(Events.EPOCH_COMPLETED(once=epoch), lambda engine: engine.terminate())
         training.trainer.run(training.loaders["train"], max_epochs=cfg.epochs)
+        training.close()  # run directly, not through run(): the next leg resumes the same run directory
         return training
 
     run_until(cfg, 1)
