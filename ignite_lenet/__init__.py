@@ -26,7 +26,9 @@ CUBLAS_WORKSPACE_CONFIG = ":4096:8"
 # for other runs: it only sizes the workspace PyTorch hands cuBLAS, 8 x 4 MiB = 32 MiB per handle, which is
 # PyTorch's own default on Hopper GPUs such as the H200 (elsewhere the default is ``:4096:2:16:8``, about 8 MiB,
 # so 24 MiB more there); it selects no deterministic kernels (``torch.use_deterministic_algorithms`` does that).
-# A value the user set wins. No torch import: the ONNX serving path stays torch-free.
+# Newer torch no longer checks the variable (PyTorch #161749: cuBLAS's per-stream workspaces are deterministic
+# without it), older ones do; it is set either way. A value the user set wins. No torch import: the ONNX serving
+# path stays torch-free.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE_CONFIG)
 
 _EXPORTS = {

@@ -155,7 +155,8 @@ def check_cublas_workspace(device: torch.device | str) -> None:
     PyTorch checks the variable at the first GEMM of the process and keeps the answer, so setting it afterwards
     changes nothing. ``import ignite_lenet`` sets it, so this fails only when CUDA work ran before the package was
     imported (or the variable was removed). A process that has not initialised CUDA has run no GEMM: nothing to
-    check; otherwise one 2x2 product on the device asks cuBLAS's own check.
+    check; otherwise one 2x2 product on the device asks cuBLAS's own check (a torch without that check, since
+    PyTorch #161749, passes).
     """
     if torch.device(device).type != "cuda" or not torch.cuda.is_initialized():
         return
