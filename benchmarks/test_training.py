@@ -19,6 +19,7 @@ Pipelines, all on real MNIST, summed cross-entropy, Adam lr 1e-3:
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 import time
 
@@ -155,7 +156,7 @@ def test_training_throughput(benchmark, batch_size, device, mnist_data, mnist_di
     benchmark.group = f"training {device.type} batch {batch_size}"
     rounds = 1 if benchmark.disabled else ROUNDS
     benchmark.pedantic(one_round, rounds=rounds, warmup_rounds=0 if benchmark.disabled else 1, iterations=1)
-    assert all(loss == loss and loss > 0 for loss in losses.values()), losses  # finite: real training happened
+    assert all(math.isfinite(loss) and loss > 0 for loss in losses.values()), losses  # real training happened
     images = steps * batch_size
     medians = {name: statistics.median(times[-rounds:]) for name, times in turns.items()}
     record(benchmark, images=images * len(names), engine="interleaved", device=device, batch_size=batch_size,
