@@ -21,6 +21,18 @@ def pytest_configure(config: pytest.Config) -> None:
         option.benchmark_disable = True
 
 
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_update_commit_info(config: pytest.Config, commit_info: dict) -> None:
+    """A copy of the tree without its ``.git`` (what the lent GPU machine receives) gives pytest-benchmark no
+    commit to record ("unversioned"): there the caller names the commit it sent in ``IGNITE_LENET_COMMIT``
+    (``.ci/gpu-check``'s header says how), so the JSON's ``commit_info`` still says what was measured."""
+    named = os.environ.get("IGNITE_LENET_COMMIT", "").strip()
+    if named and commit_info.get("id") in ("unversioned", "unknown"):
+        commit_info.update(id=named, dirty=None, source="IGNITE_LENET_COMMIT (the tree had no .git)")
+        commit_info.pop("error", None)
+
+
 def _mnist_dir() -> Path | None:
     for candidate in (os.environ.get("IGNITE_LENET_DATA_DIR"), ROOT.parent / "shared" / "datasets"):
         if candidate and (Path(candidate) / "MNIST" / "raw").is_dir():

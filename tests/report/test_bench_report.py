@@ -354,3 +354,29 @@ def test_unusual_but_usable_inputs_still_give_a_report(tmp_path, capsys, edit):
     assert main([str(path), "--output-dir", str(tmp_path / "out")]) == 0, capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["REPORT.md", "latency.png", "throughput.png"]
 
+
+
+@pytest.mark.parametrize("named", [None, "5114118e5c0ffee"])
+def test_a_tree_without_git_records_the_commit_its_caller_names(tmp_path, named):
+    """The GPU machine gets the working tree without ``.git``: pytest-benchmark would record "unversioned"; the
+    project's conftest takes the commit from ``IGNITE_LENET_COMMIT`` then (and says where it came from)."""
+    import subprocess
+
+    from helpers import PYTHON, python_env
+
+    root = Path(__file__).resolve().parents[2]
+    shutil.copy(root / "conftest.py", tmp_path / "conftest.py")
+    (tmp_path / "test_tiny.py").write_text("def test_tiny(benchmark):\n    benchmark(sum, range(10))\n")
+    env = python_env()
+    env.pop("IGNITE_LENET_COMMIT", None)
+    if named:
+        env["IGNITE_LENET_COMMIT"] = named
+    done = subprocess.run([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_tiny.py", "--benchmark-only",
+                           "--benchmark-json", "out.json"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    info = json.loads((tmp_path / "out.json").read_text())["commit_info"]
+    if named:
+        assert info["id"] == named and info["dirty"] is None and "IGNITE_LENET_COMMIT" in info["source"]
+    else:
+        assert info["id"] == "unversioned" and "source" not in info
