@@ -21,7 +21,6 @@ def pytest_configure(config: pytest.Config) -> None:
         option.benchmark_disable = True
 
 
-
 @pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_commit_info(config: pytest.Config, commit_info: dict) -> None:
     """A copy of the tree without its ``.git`` (what the lent GPU machine receives) gives pytest-benchmark no
