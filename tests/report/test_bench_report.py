@@ -67,7 +67,8 @@ def test_cpu_and_h200_side_by_side(measured, tmp_path):
     # the H200 file is labelled as what it is
     assert "measured on an NVIDIA H200 at main 405f264, 2026-11-28, before the CUDA changes of issue 8" in text
     assert "## CPU and GPU side by side" in text
-    cpu = {(r.engine, r.batch_size, r.threads): r for r in sources["cpu-2core-intel-xeon"].rows if r.kind == "inference"}
+    cpu = {(r.engine, r.batch_size, r.threads): r
+           for r in sources["cpu-2core-intel-xeon"].rows if r.kind == "inference"}
     gpu = {(r.engine, r.batch_size): r for r in sources["h200-main-405f264-2026-11-28"].rows if r.kind == "inference"}
     for (engine, batch), g in gpu.items():
         candidates = [c for (e, b, _), c in cpu.items() if (e, b) == (engine, batch)]
