@@ -132,40 +132,73 @@ def _box_reduce(array: np.ndarray, factor: int) -> np.ndarray:
     return array[:height, :width].reshape(height // factor, factor, width // factor, factor).mean(axis=(1, 3))
 
 
-def read_gray(path: str | Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS, name: str | None = None) -> np.ndarray:
-    """An image file (a path, or a binary file object such as ``io.BytesIO(body)``) as grayscale float ``(H, W)``
-    in [0, 1], transparency composited onto its background.
+# The formats ``Image.open`` may try, nothing else: each reads its size from a header before any pixel is decoded,
+# so the pixel limits hold before the work. (Pillow would otherwise try ~40 plugins on untrusted bytes; its ICO
+# plugin, for one, reports the directory's claimed size and decodes the embedded PNG at its real one.)
+IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
 
-    Any Pillow mode (1-bit, palette, 8/16-bit gray, RGB, CMYK, 32-bit integer, float), the first frame of an
-    animation. Transparent pixels become the background the ink stands out from (white behind dark ink,
-    black behind light ink). Images above ``max_pixels`` are refused before decoding (``ImageTooLarge``, also for
-    what Pillow calls a decompression bomb); images over ``WORKING_SIDE`` are box-reduced. Raises ``ValueError``
-    (``NoDigitFound`` when fully transparent) whose message starts with ``name`` (default: the path).
+
+def open_image(source: str | Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS, name: str | None = None):  # noqa: ANN201 - a PIL image
+    """An image file opened for decoding, its header read and checked, no pixel decoded yet (Pillow is lazy).
+
+    Only ``IMAGE_FORMATS`` are tried. Raises ``ImageTooLarge`` above ``max_pixels`` (and for what Pillow calls a
+    decompression bomb), ``ValueError`` for anything else unreadable; messages start with ``name`` (default: the
+    path). ``read_gray`` decodes it; the server opens every image of a request first to count its pixels.
     """
     import warnings
 
     from PIL import Image
 
-    label = path if name is None else name  # what the messages call the image
+    label = source if name is None else name  # what the messages call the image
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                width, height = image.size
-                if width * height > max_pixels:
-                    raise ImageTooLarge(f"{label}: {width}x{height} pixels is above the limit of {max_pixels:,} "
-                                        f"(a decompression bomb, or far larger than a digit needs)")
-                gray, alpha = _channels(image)
-    except ImageTooLarge:
-        raise
+            image = Image.open(source, formats=IMAGE_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageTooLarge(f"{label}: refused as a decompression bomb ({e})") from None
     except MemoryError:
         raise ImageTooLarge(f"{label}: too large to decode in the memory available") from None
-    except Exception as e:  # untrusted bytes: Pillow's decoders fail in many ways (OSError, SyntaxError, EOFError,
+    except Image.UnidentifiedImageError:
+        raise ValueError(f"{label}: not a readable image (not one of {', '.join(IMAGE_FORMATS)})") from None
+    except Exception as e:  # untrusted bytes: Pillow's parsers fail in many ways (OSError, SyntaxError, EOFError,
         # ValueError, struct.error, IndexError, ...), and each means the same to the caller: not a readable image
-        detail = " ".join(str(e).replace(repr(path), str(label)).split())[:120]  # not "<_io.BytesIO object at ...>"
-        raise ValueError(f"{label}: not a readable image ({type(e).__name__}: {detail})") from None
+        raise ValueError(f"{label}: not a readable image ({_describe(e, source, label)})") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise ImageTooLarge(f"{label}: {width}x{height} pixels is above the limit of {max_pixels:,} "
+                            f"(a decompression bomb, or far larger than a digit needs)")
+    return image
+
+
+def _describe(error: Exception, source: object, label: object) -> str:
+    detail = " ".join(str(error).replace(repr(source), str(label)).split())[:120]  # not "<_io.BytesIO object at ...>"
+    return f"{type(error).__name__}: {detail}"
+
+
+def read_gray(path: str | Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS, name: str | None = None) -> np.ndarray:
+    """An image file (a path, or a binary file object such as ``io.BytesIO(body)``) as grayscale float ``(H, W)``
+    in [0, 1], transparency composited onto its background.
+
+    Any Pillow mode (1-bit, palette, 8/16-bit gray, RGB, CMYK, 32-bit integer, float), the first frame of an
+    animation, of the formats ``open_image`` accepts. Transparent pixels become the background the ink stands out
+    from (white behind dark ink, black behind light ink). Images above ``max_pixels`` are refused before decoding
+    (``ImageTooLarge``); images over ``WORKING_SIDE`` are box-reduced. Raises ``ValueError`` (``NoDigitFound``
+    when fully transparent) whose message starts with ``name`` (default: the path).
+    """
+    return decode_gray(open_image(path, max_pixels, name), path if name is None else name)
+
+
+def decode_gray(image, label: object) -> np.ndarray:  # noqa: ANN001 - a PIL image from open_image
+    """``read_gray``'s decoding of an image ``open_image`` returned (and closes); messages start with ``label``."""
+    fp = image.fp
+    try:
+        with image:
+            gray, alpha = _channels(image)
+    except MemoryError:
+        raise ImageTooLarge(f"{label}: too large to decode in the memory available") from None
+    except Exception as e:  # a truncated or corrupt body past a valid header
+        raise ValueError(f"{label}: not a readable image ({_describe(e, fp, label)})") from None
     if not np.isfinite(gray).all():
         raise ValueError(f"{label}: the image has non-finite pixel values (NaN or infinity)")
     if alpha is not None and alpha.min() < 1.0:

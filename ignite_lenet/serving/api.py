@@ -82,7 +82,9 @@ async def predict(request: Request) -> Response:
         raise UnsupportedMediaType(f"Content-Type {shown} is not accepted: send an image (image/png, image/jpeg, ..., "
                                    f"application/octet-stream) or multipart/form-data with 'file' parts")
     try:
-        result = await state.batcher.submit(job)
+        # a request of several images may take many slices: watch for its client hanging up meanwhile (the body is
+        # read, so the next ASGI message is the disconnect); one image is one slice, not worth a watcher task
+        result = await state.batcher.submit(job, None if job.single else request.receive)
     except ServiceError as e:
         if job.single:  # an image refused (a malformed multipart body is no image)
             state.metrics.image_errors.labels(str(e.status)).inc()

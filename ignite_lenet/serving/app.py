@@ -25,9 +25,10 @@ from ignite_lenet.inference.loading import load_classifier
 from ignite_lenet.inference.onnx_runtime import OnnxClassifier
 from ignite_lenet.serving import api, ops, page
 from ignite_lenet.serving.batcher import Batcher
+from ignite_lenet.serving.classify import Limits
 from ignite_lenet.serving.errors import install_error_handlers
 from ignite_lenet.serving.metrics import Metrics
-from ignite_lenet.serving.middleware import BodyLimits, RecordMetrics
+from ignite_lenet.serving.middleware import AllowedHosts, BodyLimits, RecordMetrics
 from ignite_lenet.serving.settings import Settings, read_token
 from ignite_lenet.spec import DEFAULT_EXPORT_DIR
 
@@ -54,20 +55,33 @@ def _health(settings: Settings, classifier: OnnxClassifier) -> bytes:
                        "classes": list(classifier.class_names), "version": __version__, "pid": os.getpid()}).encode()
 
 
+BEGIN_SHUTDOWN = "ignite_lenet.begin_shutdown"  # in the ASGI lifespan state: what the server calls on SIGTERM
+
+
 def create_app(settings: Settings, classifier: OnnxClassifier | None = None) -> FastAPI:
     """The service's ASGI app. The model is loaded when the app starts (its lifespan), unless ``classifier`` is
-    the model of ``settings`` loaded already (the command line loads it first to report a bad model in one line)."""
+    the model of ``settings`` loaded already (the command line loads it first to report a bad model in one line).
+
+    The lifespan yields ``{BEGIN_SHUTDOWN: callable}`` as ASGI lifespan state: ``server.ServingServer`` calls it
+    the moment a graceful shutdown starts, so that waiting work is answered 503 at once and work in progress by
+    ``--graceful-timeout``, before uvicorn would cancel the requests itself."""
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict]:
         model = classifier if classifier is not None else load_model(settings)
         app.state.token = read_token(settings.token_file) if settings.token_file else None
         app.state.classifier = model
-        app.state.batcher = Batcher(model, settings.max_image_pixels, threads=settings.inference_threads)
+        limits = Limits(max_pixels=settings.max_image_pixels, max_request_pixels=settings.max_request_pixels)
+        app.state.batcher = Batcher(model, limits, threads=settings.inference_threads,
+                                    max_queued=settings.max_queued_images, abandoned=app.state.metrics.abandoned)
         app.state.batcher.start()
         app.state.health = _health(settings, model)
+
+        def begin_shutdown() -> None:
+            app.state.batcher.begin_shutdown(settings.graceful_timeout)
+
         try:
-            yield
+            yield {BEGIN_SHUTDOWN: begin_shutdown}
         finally:
             app.state.health = None  # shutting down: not ready any more
             await app.state.batcher.stop()
@@ -93,6 +107,8 @@ def create_app(settings: Settings, classifier: OnnxClassifier | None = None) -> 
     app.include_router(page.router)
     install_error_handlers(app)
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes)
+    if settings.allowed_hosts() is not None:
+        app.add_middleware(AllowedHosts, names=settings.allowed_hosts())
     paths = frozenset(route.path for router in (ops.router, api.router, page.router) for route in router.routes)
     app.add_middleware(RecordMetrics, metrics=app.state.metrics, paths=paths)  # outermost: counts the 413s too
     return app

@@ -1,112 +1,195 @@
-"""Dynamic batching: requests queue their images; a consumer takes everything queued and classifies it in one
-hop to a worker thread, with one ONNX Runtime call for all of it.
+"""Fair dynamic batching: every request waiting gets one slice of its images into the next batch, and a batch is
+one hop to a worker thread with one ONNX Runtime call for all of it.
 
 One thread hop per request cost more than the model (a GIL handover and two wake-ups each way, ~150 us of CPU
 against ~40 us for ONNX Runtime on one digit), and ONNX Runtime's fixed cost per call dominates at batch 1. So
-while a batch is on the worker thread, new requests gather in the queue and become the next batch: no timer, no
-added wait when the server is idle (a lone request is a batch of one), and under load the hop and the model call
-are shared by every request that arrived meanwhile. Decoding, preprocessing, inference and JSON all run on the
-worker thread, none on the event loop.
+while a batch is on the worker thread, new requests gather and join the next batch: no timer, no added wait when
+the server is idle (a lone request is a batch of one), and under load the hop and the model call are shared.
+
+Fairness: a batch takes at most one *slice* of each request (``classify.Limits``: a bounded number of images and
+pixels), round robin, so a request of a thousand expensive images is decoded a slice per batch while a one-image
+request that arrives meanwhile waits for one batch at most, not for the thousand. A request whose client hung up
+is dropped at its next image. On shutdown, what has not started is answered 503 at once; what is in progress gets
+until the graceful deadline, then is answered 503 too (``begin_shutdown``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from typing import Any
 
 from ignite_lenet.inference.classifier import Classifier
-from ignite_lenet.serving.classify import Job, Result, classify_jobs
-from ignite_lenet.serving.errors import Unavailable
+from ignite_lenet.serving.classify import Job, Limits, Result, Work, close, run_batch
+from ignite_lenet.serving.errors import ClientGone, Unavailable
 
-
-@dataclass
-class Pending:
-    """A queued job, how many images it holds (estimated), and where its result goes."""
-
-    job: Job
-    images: int
-    future: asyncio.Future = field(repr=False)
+SHUTTING_DOWN = "the server is shutting down; retry on another instance"
+CUT_OFF = "the server is shutting down: this request's work was cut off at --graceful-timeout"
 
 
 class Batcher:
-    """Classifies queued jobs on ``threads`` worker threads, every job queued meanwhile in one batch.
+    """Classifies the waiting requests on ``threads`` worker threads, a slice of each per batch.
 
     Args:
         classifier: the model.
-        max_pixels: the largest image decoded (``read_gray``'s ``max_pixels``).
+        limits: the pixel limits and the slice size (``classify.Limits``).
         threads: batches in flight at once (each on its own thread; ONNX Runtime and much of Pillow and numpy
             release the GIL, so two overlap on two cores).
-        max_batch: images per batch (a batch is cut at job boundaries once it has this many).
-        max_queued: images waiting at most; beyond it a request is answered 503 (backpressure, not a queue that
-            grows until memory runs out).
+        max_batch: images per batch (a batch takes no further request's slice once it has this many).
+        max_queued: images not yet decoded at most; beyond it a request is answered 503 (backpressure, not a queue
+            that grows until memory runs out). Readiness turns false at half of it.
+        abandoned: counts the images dropped (``.labels(reason).inc(n)``: ``client_gone``, ``shutdown``), or None.
     """
 
-    def __init__(self, classifier: Classifier, max_pixels: int, threads: int = 1, max_batch: int = 512,
-                 max_queued: int = 8192) -> None:
-        self.classifier, self.max_pixels = classifier, max_pixels
+    def __init__(self, classifier: Classifier, limits: Limits, threads: int = 1, max_batch: int = 512,
+                 max_queued: int = 8192, abandoned: Any = None) -> None:
+        self.classifier, self.limits = classifier, limits
         self.threads, self.max_batch, self.max_queued = threads, max_batch, max_queued
-        self.queue: asyncio.Queue[Pending] = asyncio.Queue()
-        self.queued_images = 0
+        self.abandoned = abandoned
+        self.active: deque[Work] = deque()  # round robin: the next batch starts at the front
+        self.wakeup = asyncio.Event()
+        self.draining = False  # a graceful shutdown has begun: not ready
+        self.closed = False  # past its deadline: no work taken at all
         self.batches = 0  # for the tests and the curious: how many model calls
         self.executor = ThreadPoolExecutor(threads, thread_name_prefix="ignite_lenet-inference")
         self.consumers: list[asyncio.Task] = []
+        self._cut_off_timer: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         """Start the consumers (in the running event loop)."""
         self.consumers = [asyncio.create_task(self._consume(), name=f"ignite_lenet-batcher-{i}")
                           for i in range(self.threads)]
 
+    def queued_images(self) -> int:
+        return sum(work.remaining() for work in self.active)
+
+    @property
+    def ready(self) -> bool:
+        """Taking work: not shutting down, and less than half of ``max_queued`` images waiting."""
+        return not self.draining and self.queued_images() * 2 < self.max_queued
+
+    async def submit(self, job: Job, client_gone: Callable[[], Awaitable[Any]] | None = None) -> Result:
+        """The result of classifying ``job``; raises the ``ServiceError`` that refuses the whole request.
+
+        ``client_gone``: awaited beside the work (e.g. the ASGI ``receive`` of a request whose body was read: it
+        returns when the client disconnects); when it returns first, the work is dropped and ``ClientGone`` raised.
+        """
+        if self.closed:
+            raise Unavailable(SHUTTING_DOWN)
+        images = job.estimated_images()
+        queued = self.queued_images()
+        if queued and queued + images > self.max_queued:
+            raise Unavailable(f"busy: {queued:,} images are waiting; retry shortly")
+        work = Work(job, asyncio.get_running_loop().create_future())
+        self.active.append(work)
+        self.wakeup.set()
+        try:
+            if client_gone is None:
+                return await work.future
+            watcher = asyncio.ensure_future(client_gone())
+            try:
+                await asyncio.wait((work.future, watcher), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                watcher.cancel()
+            if not work.future.done():
+                self._drop(work, "client_gone")
+                raise ClientGone("the client hung up")
+            return work.future.result()
+        except asyncio.CancelledError:  # the request's task was cancelled: nobody waits for the work
+            self._drop(work, "client_gone")
+            raise
+
+    def begin_shutdown(self, graceful_timeout: float) -> None:
+        """Answer what waits, not started, with 503 now, and what is in progress at the deadline
+        (``graceful_timeout`` from now, a little before the server cancels the requests itself). Requests that
+        were still arriving (their bodies) are taken meanwhile, and cut off at the deadline like the rest."""
+        if self.draining:
+            return
+        self.draining = True
+        for work in [w for w in self.active if not w.started]:
+            self._drop(work, "shutdown", Unavailable(SHUTTING_DOWN))
+        deadline = max(0.0, graceful_timeout - 0.2)
+        self._cut_off_timer = asyncio.get_running_loop().call_later(deadline, self._cut_off)
+
+    def _cut_off(self) -> None:
+        self.closed = True
+        for work in list(self.active):
+            self._drop(work, "shutdown", Unavailable(CUT_OFF))
+
+    def _drop(self, work: Work, reason: str, error: BaseException | None = None) -> None:
+        """Take ``work`` out: its remaining images are not decoded (a thread running its slice stops at the next)."""
+        if work.outcome is None and not work.cancelled and self.abandoned is not None:
+            self.abandoned.labels(reason).inc(work.remaining())
+        work.cancelled = True
+        with contextlib.suppress(ValueError):
+            self.active.remove(work)
+        if not work.busy and work.items is not None:
+            close(work.items)
+        if error is not None and not work.future.done():
+            work.future.set_exception(error)
+
     async def stop(self) -> None:
-        """Stop the consumers, fail what is still queued, and join the threads."""
+        """Stop the consumers and fail what is still waiting; a slice still on a thread is not waited for."""
+        self.draining = self.closed = True
+        if self._cut_off_timer is not None:
+            self._cut_off_timer.cancel()
         for task in self.consumers:
             task.cancel()
         for task in self.consumers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        while not self.queue.empty():
-            pending = self.queue.get_nowait()
-            if not pending.future.done():
-                pending.future.set_exception(Unavailable("the server is shutting down"))
-        # joined on another thread: a batch still running must not hold the event loop (nor the other tasks)
-        await asyncio.get_running_loop().run_in_executor(None, self.executor.shutdown, True)
+        for work in list(self.active):
+            self._drop(work, "shutdown", Unavailable(SHUTTING_DOWN))
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
-    async def submit(self, job: Job) -> Result:
-        """The result of classifying ``job``; raises the ``ServiceError`` that refuses the whole request."""
-        images = job.estimated_images()
-        if self.queued_images + images > self.max_queued and self.queued_images:
-            raise Unavailable(f"busy: {self.queued_images:,} images are waiting; retry shortly")
-        pending = Pending(job, images, asyncio.get_running_loop().create_future())
-        self.queued_images += images
-        self.queue.put_nowait(pending)
-        return await pending.future
+    def _take_batch(self) -> list[Work]:
+        """One slice of each waiting request that is not on a thread already, round robin, up to ``max_batch``."""
+        batch: list[Work] = []
+        images = 0
+        for _ in range(len(self.active)):
+            work = self.active[0]
+            self.active.rotate(-1)
+            if work.busy:
+                continue
+            batch.append(work)
+            work.busy = True
+            images += min(work.remaining(), self.limits.slice_images)
+            if images >= self.max_batch:
+                break
+        return batch
 
     async def _consume(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self.queue.get()]
-            images = batch[0].images
-            while images < self.max_batch and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-                images += batch[-1].images
-            self.queued_images -= images
+            batch = self._take_batch()
+            if not batch:
+                self.wakeup.clear()
+                await self.wakeup.wait()
+                continue
             self.batches += 1
             try:
-                results = await loop.run_in_executor(self.executor, classify_jobs, self.classifier,
-                                                     [pending.job for pending in batch], self.max_pixels)
+                await loop.run_in_executor(self.executor, run_batch, self.classifier, batch, self.limits)
             except asyncio.CancelledError:
-                for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(Unavailable("the server is shutting down"))
                 raise
-            except Exception as e:  # a bug, not a client's input (those are ServiceErrors in the results)
-                results = [e] * len(batch)
-            for pending, result in zip(batch, results):
-                if pending.future.done():  # the client went away
+            except Exception as e:  # a bug, not a client's input (those are ServiceErrors in the outcomes)
+                for work in batch:
+                    work.outcome = e
+            finally:
+                for work in batch:
+                    work.busy = False
+            for work in batch:
+                if work.outcome is None or work.cancelled:
                     continue
-                if isinstance(result, BaseException):
-                    pending.future.set_exception(result)
+                with contextlib.suppress(ValueError):
+                    self.active.remove(work)
+                if work.future.done():
+                    continue
+                if isinstance(work.outcome, BaseException):
+                    work.future.set_exception(work.outcome)
                 else:
-                    pending.future.set_result(result)
-
+                    work.future.set_result(work.outcome)
+            if self.active:  # another consumer may be waiting for the works this batch held
+                self.wakeup.set()

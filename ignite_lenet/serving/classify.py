@@ -1,8 +1,11 @@
 """Image bytes -> digits -> the JSON body of a prediction: the work of requests, synchronous, for a worker thread.
 
 The same preprocessing as ``python -m ignite_lenet.predict`` (``mnist.digits``: any Pillow mode, transparency,
-polarity, MNIST-style normalisation, "no digit found"); the model is called once for a whole batch of requests
-(``batcher``), each with one image or the images of a multipart request.
+polarity, MNIST-style normalisation, "no digit found"). A request is a ``Work``: its images are first *opened* (the
+multipart body split, every image's header read, its pixels counted against the per-image and per-request limits,
+nothing decoded), then decoded and classified a *slice* at a time (``Limits``), so that the ``batcher`` can
+interleave the slices of concurrent requests and one request's thousand images never hold up another's one. The
+model is called once per batch, for every image of every slice in it.
 """
 
 from __future__ import annotations
@@ -10,17 +13,32 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ignite_lenet.inference.classifier import Classifier
-from ignite_lenet.mnist.digits import ImageTooLarge, NoDigitFound, normalize_digit, read_gray
+from ignite_lenet.mnist.digits import ImageTooLarge, NoDigitFound, decode_gray, normalize_digit, open_image
 from ignite_lenet.serving.errors import BadRequest, NoDigit, ServiceError, TooLarge
 from ignite_lenet.serving.multipart import file_parts
 
 MAX_NAME = 255  # characters of a client's file name echoed back
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much one request may ask for, and how much of it one slice decodes.
+
+    ``max_pixels`` per image and ``max_request_pixels`` per request are read from the images' headers before any
+    is decoded (413 beyond). A slice holds at most ``slice_images`` images and, past its first image,
+    ``slice_pixels`` pixels: the unit of work after which another request's slice gets its turn.
+    """
+
+    max_pixels: int = 4_000_000
+    max_request_pixels: int = 16_000_000
+    slice_images: int = 64
+    slice_pixels: int = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -50,13 +68,125 @@ class Job:
         return 1 if self.single else max(1, min(self.max_files, self.data.count(b"filename=")))
 
 
-def decode(data: bytes, name: str, max_pixels: int, invert: bool | None = None) -> tuple[np.ndarray, bool]:
-    """An MNIST-like ``(28, 28)`` uint8 digit and whether it was inverted, or the ``ServiceError`` that says why not."""
+@dataclass
+class Item:
+    """One image of a request: its name, its opened (undecoded) image or why it has none, then its outcome."""
+
+    name: str
+    image: Any = None  # a PIL image from ``open_image``, closed once decoded
+    pixels: int = 0
+    outcome: dict[str, Any] | ServiceError | None = None
+
+
+@dataclass(eq=False)
+class Work:
+    """A request's images on their way through the model, a slice at a time.
+
+    The event loop creates it, may set ``cancelled`` (the client hung up, or shutdown cut it off) and reads
+    ``outcome`` once set; a worker thread opens it and runs its slices (never two threads at once: ``busy``).
+    """
+
+    job: Job
+    future: Any = field(default=None, repr=False)  # the asyncio future its request awaits
+    items: list[Item] | None = None  # None until opened
+    cursor: int = 0  # items before it have been decoded (or refused)
+    busy: bool = False
+    cancelled: bool = False
+    outcome: Result | BaseException | None = None  # set when the work is done
+
+    @property
+    def started(self) -> bool:
+        return self.busy or self.items is not None
+
+    def remaining(self) -> int:
+        """Images not decoded yet (estimated until the work is opened)."""
+        if self.outcome is not None:
+            return 0
+        return self.job.estimated_images() if self.items is None else len(self.items) - self.cursor
+
+    def open(self, limits: Limits) -> None:
+        """Split the body and read every image's header; refuses the whole request (``outcome``) when it cannot be
+        split or holds more than ``limits.max_request_pixels``."""
+        job = self.job
+        try:
+            parts = [("image", job.data)] if job.single else file_parts(job.data, job.multipart, job.max_files)
+        except ServiceError as e:
+            self.outcome = e
+            return
+        items = [_opened(name[:MAX_NAME], data, limits.max_pixels) for name, data in parts]
+        total = sum(item.pixels for item in items)
+        if total > limits.max_request_pixels:
+            close(items)
+            self.outcome = TooLarge(f"the request's images hold {total:,} pixels, above the limit of "
+                                    f"{limits.max_request_pixels:,} per request (--max-request-pixels): send fewer or "
+                                    f"smaller images")
+            return
+        self.items = items
+        if job.single and isinstance(items[0].outcome, ServiceError):
+            self.outcome = items[0].outcome
+
+    def next_slice(self, limits: Limits) -> list[Item]:
+        """The next images to decode: at most ``slice_images``, and ``slice_pixels`` past the first."""
+        assert self.items is not None
+        start = stop = self.cursor
+        pixels = 0
+        while stop < len(self.items) and stop - start < limits.slice_images:
+            pixels += self.items[stop].pixels
+            if stop > start and pixels > limits.slice_pixels:
+                break
+            stop += 1
+        self.cursor = stop
+        return self.items[start:stop]
+
+    def finish(self) -> None:
+        """Set ``outcome`` from the items, once every one has its own."""
+        assert self.items is not None
+        if self.job.single:
+            row = self.items[0].outcome
+            self.outcome = row if isinstance(row, ServiceError) else Result(encode({"predictions": [row]}), 1, [])
+            return
+        entries: list[dict[str, Any]] = []
+        refused: list[int] = []
+        for item in self.items:
+            if isinstance(item.outcome, ServiceError):
+                entries.append({"file": item.name, "error": item.outcome.message, "status": item.outcome.status})
+                refused.append(item.outcome.status)
+            else:
+                entries.append({"file": item.name, **item.outcome})
+        self.outcome = Result(encode({"predictions": entries}), len(entries) - len(refused), refused)
+
+
+def _opened(name: str, data: bytes | None, max_pixels: int) -> Item:
+    label = name or "file"
+    if data is None:
+        return Item(name, outcome=BadRequest("a 'file' part without a filename: send it as a file"))
     if not data:
-        raise BadRequest(f"{name}: empty: send the bytes of an image")
+        return Item(name, outcome=BadRequest(f"{label}: empty: send the bytes of an image"))
     try:
-        gray = read_gray(io.BytesIO(data), max_pixels=max_pixels, name=name)
-        return normalize_digit(gray, invert)
+        image = open_image(io.BytesIO(data), max_pixels=max_pixels, name=label)
+    except ImageTooLarge as e:
+        return Item(name, outcome=TooLarge(str(e)))
+    except ValueError as e:
+        return Item(name, outcome=BadRequest(str(e)))
+    width, height = image.size
+    return Item(name, image, width * height)
+
+
+def close(items: Sequence[Item]) -> None:
+    """Close the images not decoded (their file objects)."""
+    for item in items:
+        if item.image is not None:
+            item.image.close()
+            item.image = None
+
+
+def decode(item: Item, invert: bool | None = None) -> tuple[np.ndarray, bool]:
+    """An MNIST-like ``(28, 28)`` uint8 digit of an opened item and whether it was inverted, or the
+    ``ServiceError`` that says why not."""
+    name = item.name or "file"
+    image, item.image = item.image, None
+    try:
+        return normalize_digit(decode_gray(image, name), invert)
     except ImageTooLarge as e:
         raise TooLarge(str(e)) from None
     except NoDigitFound as e:
@@ -79,58 +209,33 @@ def encode(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def classify_jobs(clf: Classifier, jobs: Sequence[Job], max_pixels: int) -> list[Result | ServiceError]:
-    """Each job's ``Result`` (or the ``ServiceError`` that refuses the whole request: a single image that cannot be
-    classified, a malformed multipart body), with one call of the model for every decoded image of every job.
-
-    A single image gives ``{"predictions": [record]}``; a multipart job ``{"predictions": [...]}`` with one entry per
-    ``file`` part, in order: ``{"file", "label", ...}`` or ``{"file", "error", "status"}`` (a bad file fails alone).
-    """
+def run_batch(clf: Classifier, works: Sequence[Work], limits: Limits) -> None:
+    """One slice of each work (opening it first if need be), with one call of the model for every image decoded;
+    a work whose last slice this was gets its ``outcome``. A cancelled work stops at its next image."""
     digits: list[np.ndarray] = []
     inverted: list[bool] = []
-    decoded: list[list[tuple[str, int | ServiceError]] | ServiceError] = []  # per job: (name, digit index or error)
-    for job in jobs:
-        try:
-            parts = [("image", job.data)] if job.single else file_parts(job.data, job.multipart, job.max_files)
-        except ServiceError as e:
-            decoded.append(e)
+    decoded: list[Item] = []
+    for work in works:
+        if work.items is None:
+            work.open(limits)
+        if work.outcome is not None:
             continue
-        items: list[tuple[str, int | ServiceError]] = []
-        for name, data in parts:
-            name = name[:MAX_NAME]
-            try:
-                if data is None:
-                    raise BadRequest("a 'file' part without a filename: send it as a file")
-                digit, inv = decode(data, name or "file", max_pixels, job.invert)
-            except ServiceError as e:
-                items.append((name, e))
+        for item in work.next_slice(limits):
+            if work.cancelled:
+                close(work.items)
+                break
+            if item.outcome is not None:  # refused when opened
                 continue
-            items.append((name, len(digits)))
+            try:
+                digit, inv = decode(item, work.job.invert)
+            except ServiceError as e:
+                item.outcome = e
+                continue
             digits.append(digit)
             inverted.append(inv)
-        decoded.append(items)
-    rows = _rows(clf, digits, inverted) if digits else []
-    results: list[Result | ServiceError] = []
-    for job, items in zip(jobs, decoded):
-        if isinstance(items, ServiceError):
-            results.append(items)
-        elif job.single:
-            (_, outcome), = items
-            results.append(outcome if isinstance(outcome, ServiceError) else
-                           Result(encode({"predictions": [rows[outcome]]}), 1, []))
-        else:
-            results.append(_entries(items, rows))
-    return results
-
-
-def _entries(items: list[tuple[str, int | ServiceError]], rows: list[dict[str, Any]]) -> Result:
-    """A multipart job's result: an entry per file, in order."""
-    entries: list[dict[str, Any]] = []
-    refused: list[int] = []
-    for name, outcome in items:
-        if isinstance(outcome, ServiceError):
-            entries.append({"file": name, "error": outcome.message, "status": outcome.status})
-            refused.append(outcome.status)
-        else:
-            entries.append({"file": name, **rows[outcome]})
-    return Result(encode({"predictions": entries}), len(entries) - len(refused), refused)
+            decoded.append(item)
+    for item, row in zip(decoded, _rows(clf, digits, inverted) if digits else []):
+        item.outcome = row
+    for work in works:
+        if work.outcome is None and not work.cancelled and work.remaining() == 0:
+            work.finish()

@@ -41,7 +41,8 @@ class Unauthorized(ServiceError):
 
 
 class TooLarge(ServiceError):
-    """A body or image above the limits; the rest of the body is not read, so the connection is closed."""
+    """A body or image above the limits; the connection is closed (after draining a body left unread, so the
+    client reads the answer: ``server.TimedHttpToolsProtocol``)."""
 
     status = 413
     headers = {"Connection": "close"}
@@ -77,6 +78,10 @@ class NoDigit(ServiceError):
     status = 422
 
 
+class ClientGone(Exception):
+    """The client of a request hung up before its work was done (the work is dropped, nobody reads the answer)."""
+
+
 def one_line(text: str) -> str:
     """``text`` on one line, at most ``MAX_MESSAGE`` characters."""
     line = " ".join(str(text).split())
@@ -108,7 +113,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> Re
     return error_response(422, "; ".join(problems) or "invalid request")
 
 
-async def _client_gone(request: Request, exc: ClientDisconnect) -> Response:
+async def _client_gone(request: Request, exc: ClientDisconnect | ClientGone) -> Response:
     return Response(status_code=499)  # nginx's "client closed request": nobody reads it, the metrics count it
 
 
@@ -123,4 +128,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ClientDisconnect, _client_gone)
+    app.add_exception_handler(ClientGone, _client_gone)
     app.add_exception_handler(Exception, _unexpected)

@@ -33,6 +33,9 @@ class Metrics:
         self.images = Counter("ignite_lenet_images_classified", "Images given a label", registry=self.registry)
         self.image_errors = Counter("ignite_lenet_image_errors", "Images refused, by status (400 unreadable, 413 too "
                                     "large, 422 no digit found)", ("status",), registry=self.registry)
+        self.abandoned = Counter("ignite_lenet_images_abandoned", "Images of accepted requests never decoded, by "
+                                 "reason (client_gone: the client hung up; shutdown: answered 503 at shutdown)",
+                                 ("reason",), registry=self.registry)
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:

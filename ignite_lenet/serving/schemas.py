@@ -40,19 +40,22 @@ class Error(BaseModel):
 
 
 class Health(BaseModel):
+    """With ``--token-file``, a request without the token gets ``status`` alone."""
+
     status: str = Field(examples=["ok"])
-    model: str = Field(description="the model file's name")
-    input: str = Field(description="what the model takes")
-    classes: list[str]
-    version: str
-    pid: int = Field(description="the worker process that answered")
+    model: str | None = Field(None, description="the model file's name")
+    input: str | None = Field(None, description="what the model takes")
+    classes: list[str] | None = None
+    version: str | None = None
+    pid: int | None = Field(None, description="the worker process that answered")
 
 
 ERRORS = {
     400: "unreadable image, empty body, or a multipart body without 'file' parts",
     401: "missing or wrong bearer token (only when the server has --token-file)",
     408: "the body did not arrive within --body-timeout",
-    413: "body above --max-body-bytes, or image above --max-image-pixels",
+    413: "body above --max-body-bytes, an image above --max-image-pixels, or a request's images above "
+         "--max-request-pixels",
     415: "the Content-Type is not an image, application/octet-stream or multipart/form-data",
     422: "no digit found in the image, or an invalid query parameter",
     503: "too many images waiting already (Retry-After: 1), or shutting down",

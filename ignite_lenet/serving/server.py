@@ -10,20 +10,22 @@ Headers and bodies that trickle in (slowloris) are cut off by ``TimedHttpToolsPr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
-from uvicorn.supervisors import Multiprocess
+from uvicorn.supervisors import Multiprocess, multiprocess
 from uvicorn.supervisors.multiprocess import Process
 
-from ignite_lenet.serving.app import create_app, freeze_startup_objects, load_model
+from ignite_lenet.serving.app import BEGIN_SHUTDOWN, create_app, freeze_startup_objects, load_model
 from ignite_lenet.serving.metrics import MULTIPROC_ENV
-from ignite_lenet.serving.settings import Settings, read_token
+from ignite_lenet.serving.settings import Settings, read_token, token_file_warning
 
 try:  # uvicorn's C-parser protocol, what "auto" picks when httptools is installed (the serving extra has it)
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -50,6 +52,14 @@ def _refusal(status: bytes, message: str) -> bytes:
             + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
 
 
+# After a response that left its request's body unread (a 413 on the Content-Length, a 401 before the body), the
+# rest is read and dropped, at most this much for at most this long, with the write side shut: closing at once with
+# unread bytes makes the kernel send a reset, and a client still sending (one without "Expect: 100-continue",
+# which is most) would lose the answer. nginx calls it a lingering close.
+LINGER_BYTES = 64 * 1024 * 1024
+LINGER_SECONDS = 2.0
+
+
 if HttpToolsProtocol is not None:
 
     class TimedHttpToolsProtocol(HttpToolsProtocol):
@@ -59,7 +69,11 @@ if HttpToolsProtocol is not None:
           previous response (uvicorn's keep-alive timer stops at the first byte, so a client sending a byte now and
           then would hold the connection forever: slowloris), and be at most ``MAX_HEADER_BYTES`` (the parser would
           buffer any amount);
-        - the body must arrive within ``body_timeout`` of the headers, whether the app reads it or not.
+        - bytes that arrive while a request is answered (pipelined: the next requests) are read up to
+          ``MAX_HEADER_BYTES``, then reading pauses until the response is sent, and they count towards the next
+          request's header bytes: what the parser buffers is bounded at every moment, in flight or idle;
+        - the body must arrive within ``body_timeout`` of the headers, whether the app reads it or not;
+        - a response sent before its request's body was read is followed by a lingering close (``LINGER_*``).
 
         Beyond any of them: 408 or 431 (while no response has started), then the connection is closed. One timer per
         request, so the app's reads of the body need no timeout of their own.
@@ -67,15 +81,18 @@ if HttpToolsProtocol is not None:
 
         def __init__(self, config: ServerConfig, *args: Any, **kwargs: Any) -> None:
             super().__init__(config, *args, **kwargs)
-            self.header_timeout = getattr(config, "header_timeout", 10.0)
-            self.body_timeout = getattr(config, "body_timeout", 30.0)
+            self.header_timeout = config.header_timeout
+            self.body_timeout = config.body_timeout
             self.header_timer: Any = None
             self.body_timer: Any = None
             self.header_bytes = -1  # -1: not waiting for headers (a request is being answered)
+            self.pipelined_bytes = -1  # -1: no request received whole and still unanswered
+            self.body_complete = True
+            self.lingering = -1  # bytes dropped since a lingering close began; -1: not lingering
 
-        def _await_headers(self) -> None:
+        def _await_headers(self, already: int = 0) -> None:
             self._headers_done()
-            self.header_bytes = 0
+            self.header_bytes = already
             self.header_timer = self.loop.call_later(self.header_timeout, self._refuse, b"408 Request Timeout",
                                                      "the request headers did not arrive in time")
 
@@ -103,37 +120,95 @@ if HttpToolsProtocol is not None:
             self._await_headers()
 
         def data_received(self, data: bytes) -> None:
+            if self.lingering >= 0:
+                self.lingering += len(data)
+                if self.lingering > LINGER_BYTES:
+                    self.transport.close()
+                return
             waiting = self.header_bytes >= 0
             if waiting:
                 self.header_bytes += len(data)
+            elif self.pipelined_bytes >= 0:
+                self.pipelined_bytes += len(data)
             super().data_received(data)
             # still waiting after the parser took it all in: the headers alone are this long (a chunk that also
             # held the end of the headers and the start of a body has completed them and does not count)
             if waiting and self.header_bytes > MAX_HEADER_BYTES:
                 self._refuse(b"431 Request Header Fields Too Large",
                              f"the request line and headers are over {MAX_HEADER_BYTES:,} bytes")
+            elif self.pipelined_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
+                self.flow.pause_reading()  # resumed when the response is sent (or by the app's next receive)
 
         def on_headers_complete(self) -> None:
             self._headers_done()
+            self.pipelined_bytes = -1
+            self.body_complete = False
             super().on_headers_complete()
+            if self.cycle is not None:
+                self.cycle.transport = _CycleTransport(self)  # its close() after a response lingers if need be
             # cancelled by on_message_complete, at once for a request without a body
             self.body_timer = self.loop.call_later(self.body_timeout, self._refuse, b"408 Request Timeout",
                                                    f"the request body did not arrive within {self.body_timeout:g} s")
 
         def on_message_complete(self) -> None:
             self._body_done()
+            self.body_complete = True
             super().on_message_complete()
+            if self.cycle is not None and not self.cycle.response_complete:
+                self.pipelined_bytes = 0  # whatever comes now is the next request's, read while this one is answered
+
+        def close_after_response(self) -> None:
+            """The cycle closing the connection (``Connection: close``): at once, or lingering when its request's
+            body was not all read."""
+            if self.body_complete or self.transport.is_closing():
+                self.transport.close()
+            else:
+                self._linger()
 
         def on_response_complete(self) -> None:
+            if self.lingering >= 0:
+                return
             pipelined = bool(self.pipeline)  # the next request's headers are in already
+            carried = max(self.pipelined_bytes, 0)
+            self.pipelined_bytes = -1
+            if not self.body_complete and not self.transport.is_closing():
+                self._linger()
+                return
             super().on_response_complete()
             if not pipelined and not self.transport.is_closing():
-                self._await_headers()
+                self._await_headers(carried)
+
+        def _linger(self) -> None:
+            """Drop the rest of the body with the write side shut, then close (``LINGER_*``)."""
+            if self.lingering >= 0:
+                return
+            self._headers_done()
+            self._body_done()
+            self.lingering = 0
+            self.flow.resume_reading()
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._headers_done()
             self._body_done()
             super().connection_lost(exc)
+
+
+class _CycleTransport:
+    """The connection's transport as one request's cycle sees it: ``close`` is the protocol's
+    ``close_after_response``; everything else is the transport's."""
+
+    def __init__(self, protocol: Any) -> None:
+        self._protocol, self._transport = protocol, protocol.transport
+        self.write, self.is_closing = self._transport.write, self._transport.is_closing
+
+    def close(self) -> None:
+        self._protocol.close_after_response()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def uvicorn_config(settings: Settings, app: Any) -> ServerConfig:
@@ -158,6 +233,18 @@ def uvicorn_config(settings: Settings, app: Any) -> ServerConfig:
         proxy_headers=False,  # no proxy is trusted unless one is configured in front
         server_header=False,
     )
+
+
+class ServingServer(uvicorn.Server):
+    """``uvicorn.Server`` that tells the app a graceful shutdown has begun (the ``BEGIN_SHUTDOWN`` callable of the
+    app's lifespan state), before it waits for the requests in flight: what waits is answered 503 at once, what
+    runs by ``--graceful-timeout``, not cancelled into uvicorn's plain-text 500 at the end of it."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        begin = getattr(self, "lifespan", None) and self.lifespan.state.get(BEGIN_SHUTDOWN)
+        if begin is not None:
+            begin()
+        await super().shutdown(sockets)
 
 
 def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
@@ -186,10 +273,13 @@ def _exit_quietly(signum: int, frame: Any) -> None:
 
 def serve(settings: Settings, announce: Any = print) -> int:
     """Serve until SIGTERM or Ctrl-C; ``ValueError``/``OSError`` (one line) for a bad model, token or address."""
-    settings = settings.with_absolute_paths()
+    settings = settings.for_server()
     classifier = load_model(settings)  # the checks of OnnxClassifier, once, before anything listens
     if settings.token_file:
         read_token(settings.token_file)
+        warning = token_file_warning(settings.token_file)
+        if warning:
+            announce(warning, flush=True)
     reuse_port = settings.workers > 1 and hasattr(socket, "SO_REUSEPORT")
     sock = bind(settings.host, settings.port, reuse_port)
     host, port = sock.getsockname()[:2]
@@ -200,7 +290,7 @@ def serve(settings: Settings, announce: Any = print) -> int:
     previous = signal.signal(signal.SIGTERM, _exit_quietly)
     try:
         if settings.workers == 1:
-            server = uvicorn.Server(uvicorn_config(settings, create_app(settings, classifier)))
+            server = ServingServer(uvicorn_config(settings, create_app(settings, classifier)))
             freeze_startup_objects()
             server.run(sockets=[sock])
             return 0 if server.started else 1
@@ -228,13 +318,34 @@ class _Supervisor(Multiprocess):
     """
 
     def init_processes(self) -> None:
-        if len(self.sockets) != self.processes_num:
-            super().init_processes()
-            return
-        for sock in self.sockets:
-            process = Process(self.config, [sock])
+        sockets = self.sockets if len(self.sockets) == self.processes_num else [None] * self.processes_num
+        for sock in sockets:
+            process = WorkerProcess(self.config, self.sockets if sock is None else [sock])
             process.start()
             self.processes.append(process)
+
+
+class WorkerProcess(Process):
+    """uvicorn's worker process, running a ``ServingServer``."""
+
+    @property
+    def server(self) -> uvicorn.Server:
+        if self._server is None:
+            self._server = ServingServer(config=self.config)
+        return self._server
+
+
+@contextlib.contextmanager
+def _worker_processes() -> Iterator[None]:
+    """uvicorn's supervisor starting ``WorkerProcess``es wherever it starts one (a dead worker's replacement,
+    SIGHUP, SIGTTIN): it names its ``Process`` class in four places, so the name is bound to ours while our
+    supervisor runs (in the command's own process), rather than four methods copied from uvicorn."""
+    original = multiprocess.Process
+    multiprocess.Process = WorkerProcess
+    try:
+        yield
+    finally:
+        multiprocess.Process = original
 
 
 def _serve_workers(settings: Settings, sockets: list[socket.socket]) -> int:
@@ -245,7 +356,8 @@ def _serve_workers(settings: Settings, sockets: list[socket.socket]) -> int:
         os.environ[MULTIPROC_ENV] = own_dir
     os.environ.update(settings.to_environment())
     try:
-        _Supervisor(uvicorn_config(settings, WORKER_APP), sockets=sockets).run()
+        with _worker_processes():
+            _Supervisor(uvicorn_config(settings, WORKER_APP), sockets=sockets).run()
     finally:
         if own_dir is not None:
             shutil.rmtree(own_dir, ignore_errors=True)

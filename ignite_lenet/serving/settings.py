@@ -8,8 +8,10 @@ written once, here); ``create_app(settings)`` and the uvicorn configuration read
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,11 @@ class Settings:
     max_image_pixels: int = option(4_000_000, "largest image in pixels, checked before decoding (413 beyond: "
                                    "decompression bombs)", range=(64, MAX_IMAGE_PIXELS))
     max_files: int = option(1024, "most images in one multipart request", range=(1, 100_000))
+    max_request_pixels: int = option(16_000_000, "most pixels in all the images of one request, counted from their "
+                                     "headers before any is decoded (413 beyond: thousands of small files that each "
+                                     "decode to a large image)", range=(64, 4_000_000_000))
+    max_queued_images: int = option(8192, "images waiting to be decoded at most, per worker (503 beyond: "
+                                    "backpressure); /readyz turns 503 at half of it", range=(1, 10_000_000))
     body_timeout: float = option(30.0, "seconds a request's whole body may take to arrive after its headers (408 "
                                  "and the connection closed beyond: slow clients)", range=(0.01, 3600.0))
     header_timeout: float = option(10.0, "seconds a connection may take to send a request's headers, from its "
@@ -60,6 +67,10 @@ class Settings:
     access_log: bool = option(True, "log every request on stdout (uvicorn's access log)",
                               flag="--access-log/--no-access-log")
     log_level: str = option("info", "uvicorn's log level", choices=LOG_LEVELS)
+    allowed_host: str | None = option(None, "host names the Host header may carry, comma-separated ('*': any); "
+                                      "default: the loopback names (localhost, 127.0.0.1, ::1) when --host is a "
+                                      "loopback address, any otherwise. Others get 400: a DNS-rebinding page cannot "
+                                      "read a loopback server", metavar="HOST[,HOST...]")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -73,13 +84,28 @@ class Settings:
                                  f"{bounds[0]:,} to {bounds[1]:,}, got {value!r}")
         if not isinstance(self.host, str) or not self.host.strip():
             raise ValueError(f"--host must be an address, got {self.host!r}")
+        if self.allowed_host is not None and not all(_host_pattern(h) for h in self.allowed_host.split(",")):
+            raise ValueError(f"--allowed-host must be host names separated by commas, or '*', got "
+                             f"{self.allowed_host[:80]!r}")
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
 
-    def with_absolute_paths(self) -> Settings:
-        """The same settings with the model and token paths absolute (workers may start elsewhere)."""
+    def allowed_hosts(self) -> frozenset[str] | None:
+        """The Host names ``--allowed-host`` accepts (lower case, no port, no brackets), or None for any."""
+        if self.allowed_host is None:
+            return None
+        names = frozenset(h.strip().lower().strip("[]") for h in self.allowed_host.split(","))
+        return None if "*" in names else names
+
+    def for_server(self) -> Settings:
+        """What a server process runs: model and token paths absolute (workers may start elsewhere), and
+        ``--allowed-host`` defaulted to the loopback names when listening on a loopback address. (An app that
+        ``create_app`` makes for another ASGI server checks only an explicit ``allowed_host``.)"""
         token = None if self.token_file is None else str(Path(self.token_file).absolute())
-        return dataclasses.replace(self, model=str(Path(self.model).absolute()), token_file=token)
+        hosts = self.allowed_host
+        if hosts is None and is_loopback(self.host):
+            hosts = ",".join(sorted(LOOPBACK_NAMES))
+        return dataclasses.replace(self, model=str(Path(self.model).absolute()), token_file=token, allowed_host=hosts)
 
     def to_environment(self) -> dict[str, str]:
         """``{SETTINGS_ENV: json}``, for ``from_environment`` in a worker process."""
@@ -92,6 +118,31 @@ class Settings:
             raise ValueError(f"${SETTINGS_ENV} is not set: start the server with python -m ignite_lenet.serve")
         values: dict[str, Any] = json.loads(environ[SETTINGS_ENV])
         return cls(**values)
+
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether an address to listen on is a loopback one (``127.0.0.0/8``, ``::1``, ``localhost``)."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
+
+
+def _host_pattern(name: str) -> bool:
+    name = name.strip().strip("[]")
+    return name == "*" or (0 < len(name) <= 253 and all(c.isalnum() or c in "-.:_" for c in name))
+
+
+def token_file_warning(path: str | Path) -> str | None:
+    """A warning when the token file can be read by users other than its owner (``chmod 600`` it)."""
+    mode = Path(path).stat().st_mode
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        return (f"warning: --token-file {path} is readable by {'group and others' if mode & stat.S_IROTH else 'its group'} "
+                f"(mode {stat.S_IMODE(mode):04o}); chmod 600 {path}")
+    return None
 
 
 def read_token(path: str | Path) -> bytes:

@@ -256,8 +256,9 @@ def test_settings_refuse_bad_values(values, message):
 
 
 def test_settings_travel_to_workers_through_the_environment(tmp_path):
-    settings = Settings(model="m.onnx", workers=3, body_timeout=2.5, token_file="t").with_absolute_paths()
+    settings = Settings(model="m.onnx", workers=3, body_timeout=2.5, token_file="t").for_server()
     assert Settings.from_environment(settings.to_environment()) == settings
     assert settings.model.startswith("/") and settings.token_file.startswith("/")
+    assert settings.allowed_hosts() == {"localhost", "127.0.0.1", "::1"}  # listening on loopback: its names
     with pytest.raises(ValueError, match="python -m ignite_lenet.serve"):
         Settings.from_environment({})

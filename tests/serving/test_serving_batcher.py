@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ignite_lenet.serving.batcher import Batcher
-from ignite_lenet.serving.classify import Job
+from ignite_lenet.serving.classify import Job, Limits
 from ignite_lenet.serving.errors import NoDigit, Unavailable
 
 
@@ -40,7 +40,7 @@ def test_requests_queued_meanwhile_share_one_model_call(real_model, digits):
     model = GatedModel(real_model)
 
     async def scenario():
-        batcher = Batcher(model, 1_000_000)
+        batcher = Batcher(model, Limits(max_pixels=1_000_000))
         batcher.start()
         first = asyncio.ensure_future(batcher.submit(Job(digits[0].png)))
         await asyncio.sleep(0.05)  # the first batch (one job) is on the worker thread, held
@@ -72,7 +72,7 @@ def test_too_much_queued_is_503_and_shutdown_fails_what_waits(real_model, digits
     model = GatedModel(real_model)
 
     async def scenario():
-        batcher = Batcher(model, 1_000_000, max_queued=4)
+        batcher = Batcher(model, Limits(max_pixels=1_000_000), max_queued=4)
         batcher.start()
         running = asyncio.ensure_future(batcher.submit(Job(digits[0].png)))
         await asyncio.sleep(0.05)  # held on the worker thread

@@ -136,15 +136,15 @@ def hostile(serving_model, tmp_path_factory, hostile_count):
 
 def test_oversized_bodies_are_413_before_they_are_read(hostile):
     port = hostile.port
-    declared = exchange(port, f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n{AUTH}"
+    declared = exchange(port, f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n{AUTH}"
                               f"Content-Length: {10 * LIMIT}\r\n\r\n".encode())
     assert declared.status == 413 and "the limit is 1,048,576 bytes" in declared.json_error() and declared.closed
-    chunked = (f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n{AUTH}"
+    chunked = (f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n{AUTH}"
                f"Transfer-Encoding: chunked\r\n\r\n").encode()
     piece = b"%x\r\n" % 65536 + b"x" * 65536 + b"\r\n"
     counted = exchange(port, chunked, *[piece] * 24)  # 1.5 MiB, no Content-Length: counted while read
     assert counted.status == 413 and "over the limit" in counted.json_error() and counted.closed
-    early = exchange(port, f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n{AUTH}"
+    early = exchange(port, f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\n{AUTH}"
                            f"Expect: 100-continue\r\nContent-Length: {100 * LIMIT}\r\n\r\n".encode())
     assert early.status == 413  # no "100 Continue": the client never sends the 100 MiB
     for path in ("/healthz", "/", "/metrics"):  # a body where none belongs is bounded the same
@@ -225,7 +225,7 @@ def test_slow_and_idle_clients_are_cut_off(hostile):
     with socket.create_connection(("127.0.0.1", port)) as idle:  # connects, says nothing
         reply = _read_reply(idle, time.monotonic(), 10)
     assert reply.status == 408 and reply.seconds < TIMEOUT + 3
-    huge = exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"y" * 100_000 + b"\r\n")
+    huge = exchange(port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Big: " + b"y" * 100_000 + b"\r\n")
     assert huge.status == 431 and huge.closed
     many = [socket.create_connection(("127.0.0.1", port)) for _ in range(200)]  # 200 idle connections at once
     TRIED["requests"] += len(many)
@@ -243,12 +243,12 @@ def test_slow_and_idle_clients_are_cut_off(hostile):
     request("GET", "/%00"), request("GET", "/" + "a" * 8000), request("POST", "/v1/predict/"),
     request("GET", "/openapi.json?x=<script>alert(1)</script>"), request("GET", "/healthz?" + "&".join(["a=1"] * 2000)),
     b"HELLO\r\n\r\n", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(200)),  # junk, a TLS hello
-    b"GET /\r\n\r\n", b"GET / HTTP/9.9\r\nHost: x\r\n\r\n",
-    b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
-    b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 50\r\n\r\nhello",
-    b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-    b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nxx\r\n0\r\n\r\n",
-    b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Bad\x00Header: 1\r\n\r\n",
+    b"GET /\r\n\r\n", b"GET / HTTP/9.9\r\nHost: 127.0.0.1\r\n\r\n",
+    b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n",
+    b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\nContent-Length: 50\r\n\r\nhello",
+    b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nxx\r\n0\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Bad\x00Header: 1\r\n\r\n",
 ], ids=lambda raw: re.sub(r"[^A-Za-z0-9/%.?=-]", "_", raw[:40].decode("latin-1")))
 def test_wrong_methods_paths_and_malformed_http_are_never_500(hostile, raw):
     reply = exchange(hostile.port, raw)
