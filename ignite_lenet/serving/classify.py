@@ -38,7 +38,7 @@ class Limits:
     max_pixels: int = 4_000_000
     max_request_pixels: int = 16_000_000
     slice_images: int = 64
-    slice_pixels: int = 2_000_000
+    slice_pixels: int = 1_000_000
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,8 @@ if HttpToolsProtocol is not None:
             self._headers_done()
             self._body_done()
             if not self.transport.is_closing():
-                if self.cycle is None or not self.cycle.response_started:
+                cycle = self.cycle  # the previous request's, on a keep-alive connection
+                if cycle is None or not cycle.response_started or cycle.response_complete:
                     self.transport.write(_refusal(status, message))
                 self.transport.close()
 

@@ -218,3 +218,18 @@ def test_the_border_median_is_numpys_bit_for_bit():
     for size in (1, 2, 3, 108, 109, 4000):
         for values in (rng.random(size), rng.integers(0, 256, size) / 255.0, np.full(size, 0.3)):
             assert _median(values) == np.median(values)
+
+
+def test_only_the_listed_formats_are_opened_and_sizes_are_checked_before_decoding():
+    import struct
+
+    from ignite_lenet.mnist.digits import IMAGE_FORMATS, open_image
+
+    inner = _png(Image.new("1", (3000, 3000))).getvalue()  # 9 megapixels behind an ICO directory claiming 16x16
+    ico = struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(inner), 22) + inner
+    with pytest.raises(ValueError, match="not one of " + ", ".join(IMAGE_FORMATS)):
+        read_gray(io.BytesIO(ico), name="icon")
+    opened = open_image(_png(Image.new("L", (640, 480))), max_pixels=400_000)
+    assert opened.size == (640, 480) and opened.tile  # its tiles still to decode: nothing decoded yet
+    with pytest.raises(ImageTooLarge, match="640x480"):
+        open_image(_png(Image.new("L", (640, 480))), max_pixels=300_000)

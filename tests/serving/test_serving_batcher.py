@@ -88,3 +88,28 @@ def test_too_much_queued_is_503_and_shutdown_fails_what_waits(real_model, digits
 
     outcomes = asyncio.run(scenario())
     assert all(isinstance(o, Unavailable) and "shutting down" in o.message for o in outcomes), outcomes
+
+
+def test_readiness_turns_false_when_half_the_queue_is_full_and_at_shutdown(real_model, digits):
+    model = GatedModel(real_model)
+
+    async def scenario():
+        batcher = Batcher(model, Limits(max_pixels=1_000_000), max_queued=8)
+        batcher.start()
+        running = asyncio.ensure_future(batcher.submit(Job(digits[0].png)))
+        await asyncio.sleep(0.05)  # held on the worker thread
+        readiness = [batcher.ready]
+        waiting = [asyncio.ensure_future(batcher.submit(Job(d.png))) for d in digits[1:5]]
+        await asyncio.sleep(0)
+        readiness.append(batcher.ready)  # 4 of 8 waiting
+        batcher.begin_shutdown(graceful_timeout=5)
+        readiness.append(batcher.ready)
+        model.gate.set()
+        outcomes = await asyncio.gather(running, *waiting, return_exceptions=True)
+        await batcher.stop()
+        return readiness, outcomes
+
+    readiness, outcomes = asyncio.run(scenario())
+    assert readiness == [True, False, False]
+    assert json.loads(outcomes[0].body)["predictions"][0]["label"] >= 0  # in progress at SIGTERM: finished
+    assert all(isinstance(o, Unavailable) and "shutting down" in o.message for o in outcomes[1:])  # waiting: 503
