@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ignite_lenet.cli import ArgumentParser, int_range, output_dir, run_cli
+from ignite_lenet.cmdline import ArgumentParser, int_range, output_dir, run_cli
 from ignite_lenet.spec import (BEST_MODEL, DEFAULT_EXPORT_DIR, DEFAULT_RUN_DIR, EXPORT_FILES, EXPORT_FORMATS,
                                MODEL_OUTPUTS, ONNX_OPSETS)
 
