@@ -15,10 +15,10 @@ from ignite_lenet.config import TRAJECTORY, TrainConfig
 from ignite_lenet.model import LeNet5
 from ignite_lenet.spec import TRAINING_CHECKPOINT
 from ignite_lenet.training.distributed import checkpoint_from_rank0
+from ignite_lenet.training.wiring import RESUME_KEYS
 
 RESUME_MUST_MATCH = TRAJECTORY  # the settings that shape the trajectory (marked so in TrainConfig)
 RESUME_ABSENT_MEANS = {"fast_tanh": False}  # the value of a setting missing from an older checkpoint's config
-RESUME_KEYS = ("config", "trainer", "model", "optimizer", "lr_scheduler", "best_checkpoint", "history")
 
 
 def load_resumable(cfg: TrainConfig, path: Path, device: torch.device) -> dict[str, Any]:
