@@ -67,8 +67,8 @@ if HttpToolsProtocol is not None:
 
         def __init__(self, config: ServerConfig, *args: Any, **kwargs: Any) -> None:
             super().__init__(config, *args, **kwargs)
-            self.header_timeout = getattr(config, "header_timeout", 10.0)
-            self.body_timeout = getattr(config, "body_timeout", 30.0)
+            self.header_timeout = getattr(config, "header_timeout", Settings.header_timeout)
+            self.body_timeout = getattr(config, "body_timeout", Settings.body_timeout)
             self.header_timer: Any = None
             self.body_timer: Any = None
             self.header_bytes = -1  # -1: not waiting for headers (a request is being answered)
