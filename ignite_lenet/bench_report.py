@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ignite_lenet.cli import ArgumentParser, run_cli
+from ignite_lenet.cmdline import ArgumentParser, run_cli
 from ignite_lenet.report.results import NOTE_SUFFIX
 
 

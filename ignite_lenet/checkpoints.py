@@ -19,7 +19,7 @@ from torch import nn
 
 from ignite_lenet.files import model_file_kind, write_bytes
 from ignite_lenet.model import LeNet5
-from ignite_lenet.spec import BEST_MODEL, BEST_MODEL_KEYS
+from ignite_lenet.spec import BEST_MODEL, BEST_MODEL_KEYS, MODEL_FILES
 
 
 def save_checkpoint(checkpoint: Mapping[str, Any], path: str | Path) -> Path:
@@ -93,7 +93,7 @@ def load_torchscript(path: str | Path, map_location: str | torch.device = "cpu",
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=FutureWarning)
         try:
-            return torch.jit.load(str(path), map_location=map_location, _extra_files=extra_files or {})
+            return torch.jit.load(str(path), map_location=map_location, _extra_files=extra_files or {}).eval()
         except Exception as e:
             raise ValueError(f"{path}: not a loadable TorchScript model ({type(e).__name__})") from None
 
@@ -133,11 +133,9 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn
         path = path / BEST_MODEL
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file or run directory")
-    kind = model_file_kind(path)
-    if kind == "torch-export":
-        return load_exported_program(path, map_location)
-    if kind == "torchscript":
-        return load_torchscript(path, map_location).eval()
+    entry = MODEL_FILES.get(model_file_kind(path) or "")
+    if entry is not None and entry.module is not None:  # an exported file: its own loader (spec.MODEL_FILES)
+        return entry.load("module")(path, map_location)
     checkpoint = load_checkpoint(path, map_location)
     if "model" in checkpoint and set(BEST_MODEL_KEYS) - set(checkpoint):  # training_checkpoint.pt
         model = LeNet5()

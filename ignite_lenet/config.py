@@ -15,9 +15,11 @@ import difflib
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from ignite_lenet.cmdline import Interval, check_fields, flag_name, option
+from ignite_lenet.mnist.idx import MNIST_COUNTS
 from ignite_lenet.spec import DATA_DIR_ENV, DEFAULT_RUN_DIR, default_data_dir
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -38,7 +40,10 @@ OPTIMIZERS = ("adam", "adamw")
 MAX_SEED = 2**63 - 1  # torch.manual_seed's range
 
 
-MAX_BATCH = 60000  # MNIST's training split: a larger batch is only a memory hazard
+TRAIN_IMAGES = MNIST_COUNTS["train"]
+
+
+MAX_BATCH = TRAIN_IMAGES  # MNIST's training split: a larger batch is only a memory hazard
 
 
 MAX_COUNT = 2**31 - 1  # bound for every count (epochs, batch sizes, threads, ...): beyond it torch overflows
@@ -50,7 +55,9 @@ MAX_THREADS = 4096
 MAX_PROCESSES = 1024  # --nproc-per-node: a fuse against spawning millions of processes by a typo
 
 
-# Recipes: the values of the recipe-controlled fields. "notebook" is the original notebook's recipe.
+# Recipes: the values of the recipe-controlled fields (the fields below that default to None, "the recipe's").
+# "notebook" is the original notebook's recipe, the default one.
+DEFAULT_RECIPE = "notebook"
 RECIPES: dict[str, dict[str, Any]] = {
     "notebook": {
         "epochs": 15, "batch_size": 32, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0,
@@ -75,55 +82,46 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-def flag_name(name: str) -> str:
-    """The command-line flag of a field: ``batch_size`` -> ``--batch-size``."""
-    return "--" + name.replace("_", "-")
-
-
-def _finite(value: float) -> bool:
-    """``math.isfinite`` that says False for an integer too large for a float (instead of raising)."""
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
+# The default recipe in words, for the --help of the commands that train
+DEFAULT_RECIPE_TEXT = ("Adam lr 1e-3, summed cross-entropy, CosineAnnealingLR(T_max=2, eta_min=1e-5) stepped per "
+                       "epoch, batch 32, 15 epochs")
 
 
 def describe_recipes() -> str:
     """One line per recipe with the values it sets (for --help and the README)."""
     lines = []
     for name, values in RECIPES.items():
-        changed = {k: v for k, v in values.items() if name == "notebook" or RECIPES["notebook"][k] != v}
+        changed = {k: v for k, v in values.items() if name == DEFAULT_RECIPE or RECIPES[DEFAULT_RECIPE][k] != v}
         lines.append(f"{name}: " + ", ".join(f"{flag_name(k)} {v}" for k, v in changed.items()))
     return "; ".join(lines)
 
 
-def _opt(default: Any, help: str, stored: bool = True, **cli: Any) -> Any:
-    """A dataclass field whose metadata carries its command-line help (and ``flag``/``choices`` overrides).
-
-    A callable ``default`` is a default factory (read when the config is created, e.g. from the environment).
-    ``stored=False`` marks what one command does with its run directory (``--resume``, ``--overwrite``) rather
-    than what the run is: ``to_dict`` leaves it out of ``config.json`` and the checkpoints, so ``--config
-    old/config.json`` reproduces the run without continuing or deleting anything.
-    """
-    metadata = {"help": help, "stored": stored, **cli}
-    if callable(default):
-        return field(default_factory=default, metadata=metadata)
-    return field(default=default, metadata=metadata)
+def recipe_default_text(name: str) -> str | None:
+    """What ``--help`` says a recipe field defaults to (``None`` for the other fields)."""
+    if name not in RECIPES[DEFAULT_RECIPE]:
+        return None
+    return f"from --recipe; {DEFAULT_RECIPE}: {RECIPES[DEFAULT_RECIPE][name]}"
 
 
-option = _opt  # public: other settings dataclasses (serving.Settings) declare their flags the same way
+POSITIVE = (1, MAX_COUNT)
+FRACTION = Interval(0, 1, "[)")
+_opt = option  # the fields below: ``trajectory=True`` marks a setting a resumed run must keep (resume.py)
 
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run; defaults reproduce the original notebook."""
+    """Everything that defines a training run; defaults reproduce the original notebook.
 
-    # data
+    Each field says what it is: its type (the annotation), its range, its ``--help`` section (``section`` starts
+    one) and whether it shapes the trajectory (``trajectory``: a resumed run must keep it). ``validate`` checks
+    all of that from the fields, then the few rules that tie two settings together.
+    """
+
     data_dir: str = _opt(
         default_data_dir,
         f"directory holding MNIST in torchvision's layout (DIR/MNIST/raw/*-ubyte[.gz]); "
         f"defaults to ${DATA_DIR_ENV} when set, else ./data",
-        metavar="DIR",
+        metavar="DIR", section="data",
     )
     download: bool = _opt(
         True, "never download: fail with a message when MNIST files are missing from --data-dir", flag="--no-download"
@@ -132,69 +130,80 @@ class TrainConfig:
         "holdout",
         "validation set used for model selection: 'holdout' keeps --val-size seeded training images aside "
         "and evaluates the test set once, at the end; 'test' validates on the test set (the notebook's setup)",
-        choices=VAL_SOURCES,
+        choices=VAL_SOURCES, trajectory=True,
     )
-    val_size: int = _opt(5000, "training images held out for validation with --val-source holdout")
+    val_size: int = _opt(5000, "training images held out for validation with --val-source holdout",
+                         range=(1, TRAIN_IMAGES - 1), trajectory=True)
     train_eval_size: int | None = _opt(
         None,
-        "recipe: training images (a fixed seeded sample) scored after each epoch for the train curves; "
-        "0 scores the whole training split",
+        "training images (a fixed seeded sample) scored after each epoch for the train curves; "
+        "0 scores the whole training split", range=(0, TRAIN_IMAGES),
     )
-    # the recipe: a named set of defaults for the fields marked "recipe"; explicit values override it
     recipe: str = _opt(
-        "notebook",
+        DEFAULT_RECIPE,
         "named set of defaults for the options marked 'recipe' (flags given explicitly override it): "
         + describe_recipes().replace("%", "%%"),
-        choices=tuple(RECIPES),
+        choices=tuple(RECIPES), section="recipe",
     )
-    # optimisation (the notebook recipe: Adam 1e-3, summed cross-entropy, per-epoch cosine, batch 32, 15 epochs)
-    epochs: int | None = _opt(None, "recipe: number of epochs")
-    batch_size: int | None = _opt(None, "recipe: training batch size (per process in distributed runs)")
-    eval_batch_size: int = _opt(1024, "batch size of the evaluators")
-    optimizer: str | None = _opt(None, "recipe: adam, or adamw (decoupled --weight-decay)", choices=OPTIMIZERS)
-    lr: float | None = _opt(None, "recipe: learning rate (the peak of --schedule onecycle)")
-    weight_decay: float | None = _opt(None, "recipe: weight decay (decoupled with --optimizer adamw)")
+    epochs: int | None = _opt(None, "number of epochs", range=POSITIVE, section="optimisation")
+    batch_size: int | None = _opt(None, "training batch size (per process in distributed runs)", range=(1, MAX_BATCH),
+                                  trajectory=True)
+    eval_batch_size: int = _opt(1024, "batch size of the evaluators", range=(1, MAX_BATCH))
+    optimizer: str | None = _opt(None, "adam, or adamw (decoupled --weight-decay)", choices=OPTIMIZERS, trajectory=True)
+    lr: float | None = _opt(None, "learning rate (the peak of --schedule onecycle)",
+                            range=Interval(0, math.inf, "()"), trajectory=True)
+    weight_decay: float | None = _opt(None, "weight decay (decoupled with --optimizer adamw)", range=FRACTION,
+                                      trajectory=True)
     schedule: str | None = _opt(
         None,
-        "recipe: learning-rate schedule: 'cosine' is the notebook's CosineAnnealingLR(--t-max, --eta-min) stepped "
+        "learning-rate schedule: 'cosine' is the notebook's CosineAnnealingLR(--t-max, --eta-min) stepped "
         "per epoch; 'onecycle' is OneCycleLR stepped per iteration, peaking at --lr after --pct-start of the run",
-        choices=SCHEDULES,
+        choices=SCHEDULES, trajectory=True,
     )
-    t_max: int | None = _opt(None, "recipe: CosineAnnealingLR T_max, in epochs (the scheduler steps once per epoch)")
-    eta_min: float | None = _opt(None, "recipe: CosineAnnealingLR minimum learning rate")
-    pct_start: float | None = _opt(None, "recipe: fraction of a one-cycle run spent warming up to --lr")
-    label_smoothing: float | None = _opt(None, "recipe: label smoothing of the training cross-entropy (0: none)")
+    t_max: int | None = _opt(None, "CosineAnnealingLR T_max, in epochs (the scheduler steps once per epoch)",
+                             range=POSITIVE, trajectory=True)
+    eta_min: float | None = _opt(None, "CosineAnnealingLR minimum learning rate", trajectory=True)
+    pct_start: float | None = _opt(None, "fraction of a one-cycle run spent warming up to --lr",
+                                   range=Interval(0, 1, "()"), trajectory=True)
+    label_smoothing: float | None = _opt(None, "label smoothing of the training cross-entropy (0: none)",
+                                         range=FRACTION, trajectory=True)
     augment: bool | None = _opt(
-        None, "recipe: train on randomly rotated (±10°), scaled (±10%%), sheared and shifted (±2 px) images, "
-        "a new draw each epoch", flag="--augment/--no-augment",
+        None, "train on randomly rotated (±10°), scaled (±10%%), sheared and shifted (±2 px) images, "
+        "a new draw each epoch", flag="--augment/--no-augment", trajectory=True,
     )
     elastic: bool | None = _opt(
-        None, "recipe: add elastic distortions (smoothed random displacement fields, Simard et al. 2003) to "
-        "--augment", flag="--elastic/--no-elastic",
+        None, "add elastic distortions (smoothed random displacement fields, Simard et al. 2003) to "
+        "--augment", flag="--elastic/--no-elastic", trajectory=True,
     )
     ema_decay: float | None = _opt(
-        None, "recipe: keep an exponential moving average of the weights with this decay (Ignite's EMAHandler; "
+        None, "keep an exponential moving average of the weights with this decay (Ignite's EMAHandler; "
         "0: off); it is evaluated every epoch and the best checkpoint may come from it",
+        range=FRACTION, trajectory=True,
     )
     normalize: bool | None = _opt(
-        None, "recipe: train on inputs standardised with the training split's mean and std; the saved model has "
-        "the standardisation folded into conv1, so it still takes images in [0, 1]", flag="--normalize/--no-normalize",
+        None, "train on inputs standardised with the training split's mean and std; the saved model has "
+        "the standardisation folded into conv1, so it still takes images in [0, 1]",
+        flag="--normalize/--no-normalize", trajectory=True,
     )
     fast_tanh: bool | None = _opt(
-        None, "recipe: while training on CPU, compute tanh as 2*sigmoid(2x)-1 (within 2.4e-7 absolute of torch.tanh; torch's "
+        None, "while training on CPU, compute tanh as 2*sigmoid(2x)-1 (within 2.4e-7 absolute of torch.tanh; torch's "
         "CPU tanh is several times slower than its sigmoid); checkpoints, exports and CUDA use torch.tanh",
-        flag="--fast-tanh/--no-fast-tanh",
+        flag="--fast-tanh/--no-fast-tanh", trajectory=True,
     )
-    seed: int = _opt(0, "random seed of the initial weights, the batch order and the augmentation")
-    # run control
+    seed: int = _opt(0, "random seed of the initial weights, the batch order and the augmentation",
+                     range=(0, MAX_SEED), trajectory=True)
     output_dir: str = _opt(
-        DEFAULT_RUN_DIR, "run directory for checkpoints, history, plots and metrics", metavar="DIR"
+        DEFAULT_RUN_DIR, "run directory for checkpoints, history, plots and metrics", metavar="DIR",
+        section="run control",
     )
     device: str = _opt("auto", "where to train; 'auto' picks CUDA when available", choices=DEVICES)
-    threads: int | None = _opt(None, "torch intra-op CPU threads (default: torch's choice, one per core)")
-    sanity_check: bool = _opt(False, "one batch per epoch for training and for evaluation (a smoke test)")
+    threads: int | None = _opt(None, "torch intra-op CPU threads (default: torch's choice, one per core)",
+                               range=(1, MAX_THREADS))
+    sanity_check: bool = _opt(False, "one batch per epoch for training and for evaluation (a smoke test)",
+                              trajectory=True)
     epoch_length: int | None = _opt(
-        None, "iterations per epoch (Ignite's epoch_length) for short runs; default: the whole training split"
+        None, "iterations per epoch (Ignite's epoch_length) for short runs; default: the whole training split",
+        range=POSITIVE, trajectory=True,
     )
     resume: bool = _opt(False, "continue from the training checkpoint in --output-dir", stored=False)
     overwrite: bool = _opt(
@@ -207,7 +216,7 @@ class TrainConfig:
         metavar="PATH",
     )
     patience: int | None = _opt(
-        None, "stop early after this many epochs without a lower validation loss (default: never)"
+        None, "stop early after this many epochs without a lower validation loss (default: never)", range=POSITIVE,
     )
     progress: bool = _opt(True, "hide the progress bar (shown on a terminal or in Jupyter)", flag="--no-progress")
     tensorboard: bool = _opt(
@@ -222,12 +231,12 @@ class TrainConfig:
         None, "on CUDA, replay the whole training step as a captured CUDA graph (default: on for CUDA, "
         "where the configuration allows it); ignored on CPU", flag="--cuda-graphs/--no-cuda-graphs",
     )
-    # distributed data parallel (ignite.distributed)
     backend: str | None = _opt(
         None, "distributed backend, to train in several processes: gloo (CPU or GPU) or nccl (GPU)",
-        choices=BACKENDS,
+        choices=BACKENDS, section="distributed data parallel",
     )
-    nproc_per_node: int | None = _opt(None, "processes to spawn on this machine with --backend (not under torchrun)")
+    nproc_per_node: int | None = _opt(None, "processes to spawn on this machine with --backend (not under torchrun)",
+                                      range=(1, MAX_PROCESSES))
 
     def __post_init__(self) -> None:
         if not isinstance(self.recipe, str) or self.recipe not in RECIPES:
@@ -239,72 +248,15 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first invalid setting."""
-        for name, kind in (("epochs", int), ("batch_size", int), ("t_max", int), ("train_eval_size", int),
-                           ("lr", float), ("weight_decay", float), ("eta_min", float), ("pct_start", float),
-                           ("label_smoothing", float), ("ema_decay", float), ("val_size", int), ("seed", int),
-                           ("eval_batch_size", int)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int):
-                raise ValueError(f"{flag_name(name)} must be {'a number' if kind is float else 'an integer'}, "
-                                 f"got {value!r}")
-        for name in ("augment", "elastic", "normalize", "fast_tanh", "download", "sanity_check", "resume",
-                     "overwrite", "progress", "tensorboard", "deterministic"):
-            if not isinstance(getattr(self, name), bool):
-                flag = self.__dataclass_fields__[name].metadata.get("flag", flag_name(name))
-                shown = name if flag.startswith("--no-") else flag_name(name)  # no --download flag: name the key
-                raise ValueError(f"{shown} must be true or false, got {getattr(self, name)!r}")
-        if self.cuda_graphs is not None and not isinstance(self.cuda_graphs, bool):
-            raise ValueError(f"--cuda-graphs must be true, false or null (auto), got {self.cuda_graphs!r}")
-        positive = {"epochs": (self.epochs, MAX_COUNT), "batch_size": (self.batch_size, MAX_BATCH),
-                    "eval_batch_size": (self.eval_batch_size, MAX_BATCH), "t_max": (self.t_max, MAX_COUNT)}
-        for name, (value, limit) in positive.items():
-            if not 1 <= value <= limit:
-                raise ValueError(f"{flag_name(name)} must be a positive integer (at most {limit}), got {value!r}")
-        optional_positive = {"epoch_length": (self.epoch_length, MAX_COUNT), "patience": (self.patience, MAX_COUNT),
-                             "threads": (self.threads, MAX_THREADS),
-                             "nproc_per_node": (self.nproc_per_node, MAX_PROCESSES)}
-        for name, (value, most) in optional_positive.items():
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most):
-                raise ValueError(f"{flag_name(name)} must be a positive integer (at most {most}), got {value!r}")
-        if not 0 <= self.seed <= MAX_SEED:
-            raise ValueError(f"--seed must be between 0 and {MAX_SEED}, got {self.seed!r}")
-        if not (_finite(self.lr) and self.lr > 0):
-            raise ValueError(f"--lr must be a positive number, got {self.lr!r}")
+        check_fields(self)
         if not 0 <= self.eta_min <= self.lr:
             raise ValueError(f"--eta-min must be between 0 and --lr ({self.lr}), got {self.eta_min!r}")
-        if not (_finite(self.weight_decay) and 0 <= self.weight_decay < 1):
-            raise ValueError(f"--weight-decay must be in [0, 1), got {self.weight_decay!r}")
-        if not 0 < self.pct_start < 1:
-            raise ValueError(f"--pct-start must be between 0 and 1 (exclusive), got {self.pct_start!r}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"--label-smoothing must be in [0, 1), got {self.label_smoothing!r}")
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f"--ema-decay must be in [0, 1) (0: no EMA), got {self.ema_decay!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.elastic and not self.augment:
             raise ValueError("--elastic adds to --augment: pass --augment too")
-        if self.val_size < 1 or self.val_size >= 60000:
-            raise ValueError(f"--val-size must be between 1 and 59999, got {self.val_size!r}")
-        if not 0 <= self.train_eval_size <= 60000:
-            raise ValueError(f"--train-eval-size must be 0 (all) or positive, got {self.train_eval_size!r}")
         if self.overwrite and self.resume:
             raise ValueError("--overwrite starts over; --resume continues the earlier run: pick one")
         if self.init_from is not None and self.resume:
             raise ValueError("--init-from starts a new run from given weights; --resume continues one: pick one")
-        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
-            raise ValueError(f"--init-from must be a path, got {self.init_from!r}")
-        for name in ("data_dir", "output_dir"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise ValueError(f"{flag_name(name)} must be a non-empty path, got {getattr(self, name)!r}")
-        if self.device not in DEVICES:
-            raise ValueError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
-        if self.val_source not in VAL_SOURCES:
-            raise ValueError(f"--val-source must be one of {', '.join(VAL_SOURCES)}, got {self.val_source!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if self.backend is not None and self.backend not in BACKENDS:
-            raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.nproc_per_node is not None and self.backend is None:
             raise ValueError("--nproc-per-node needs --backend (gloo or nccl)")
 
@@ -375,3 +327,7 @@ def _from_file_values(cls: type, path: str | os.PathLike[str], values: dict[str,
         except ValueError:
             raise e from None  # the overrides (flags given on the command line) are at fault by themselves
         raise ValueError(f"--config {path}: {e}") from None
+
+
+# Settings that shape the trajectory (``trajectory=True`` above): a resumed run must use the checkpoint's values.
+TRAJECTORY = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.metadata.get("trajectory"))

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from ignite_lenet.spec import MODEL_FILES
+
 T = TypeVar("T")
 
 
@@ -41,15 +43,21 @@ def model_file_kind(path: str | Path) -> str | None:
     """What a model file is: ``"onnx"``, ``"torch-export"`` (``.pt2``), ``"torchscript"`` (a zip archive with
     ``code/``), ``"checkpoint"`` (a ``torch.save`` zip archive without code) or ``None`` (none of these).
 
-    The one dispatch on model files: ``load_model`` and the classifiers of ``predict`` and serving ask it.
+    The one dispatch on model files (``spec.MODEL_FILES`` says how each kind is known): ``load_model`` and the
+    classifiers of ``predict`` and serving ask it.
     """
     suffix = Path(path).suffix.lower()
-    if suffix == ".onnx":
-        return "onnx"
-    if suffix == ".pt2":
-        return "torch-export"
-    has_code = zip_has_folder(path, "code")
-    return None if has_code is None else "torchscript" if has_code else "checkpoint"
+    by_suffix = next((m.kind for m in MODEL_FILES.values() if m.suffix == suffix), None)
+    if by_suffix is not None:
+        return by_suffix
+    for m in MODEL_FILES.values():
+        if m.zip_folder is not None:
+            has_folder = zip_has_folder(path, m.zip_folder)
+            if has_folder is None:
+                return None  # no zip archive at all
+            if has_folder:
+                return m.kind
+    return "checkpoint"  # a zip archive of no model kind: what torch.save writes
 
 
 class WriteError(OSError):

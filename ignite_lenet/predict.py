@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ignite_lenet.cli import EXIT_USAGE, ArgumentParser, int_range, run_cli
+from ignite_lenet.cmdline import EXIT_USAGE, ArgumentParser, int_range, run_cli
 from ignite_lenet.inference.loading import image_files, load_classifier
 from ignite_lenet.inference.predict import predict_files, predict_set, prediction_rows
 from ignite_lenet.mnist.idx import read_idx, read_mnist

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import sys
 
-from ignite_lenet.cli import ArgumentParser, add_config_arguments, config_from_args, explicit_options, run_cli
+from ignite_lenet.cmdline import ArgumentParser, explicit_options, run_cli
+from ignite_lenet.config_cli import add_config_arguments, config_from_args
 from ignite_lenet.training.seeds import DEFAULT_SEEDS_DIR, run_seeds
 
 

@@ -11,7 +11,7 @@ the process exits with 0. The work is ``ignite_lenet.serving``; this module pars
 
 from __future__ import annotations
 
-from ignite_lenet.cli import ArgumentParser, add_config_arguments, config_from_args, run_cli
+from ignite_lenet.cmdline import ArgumentParser, add_arguments, from_args, run_cli
 from ignite_lenet.serving.settings import Settings
 
 
@@ -22,7 +22,7 @@ def get_args_parser() -> ArgumentParser:
         "(a page to draw digits on), POST /v1/predict (an image, or multipart 'file' parts), GET /healthz, GET "
         "/metrics (Prometheus), GET /openapi.json.",
     )
-    add_config_arguments(parser, Settings, config_file=False)
+    add_arguments(parser, Settings)
     return parser
 
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     def work() -> int:
         from ignite_lenet.serving.server import serve  # FastAPI and uvicorn: the serving extra
 
-        return serve(config_from_args(args, Settings))
+        return serve(from_args(args, Settings))
 
     return run_cli(parser.prog, work)
 

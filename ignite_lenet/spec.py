@@ -6,7 +6,10 @@ and an export hold, and where they go by default. Other tools depend on these fi
 
 from __future__ import annotations
 
+import importlib
 import os
+from dataclasses import dataclass
+from typing import Any
 
 # --- the model's input and output ------------------------------------------------------------------------------
 SOURCE_SIZE = 28  # MNIST digits are 28x28
@@ -36,15 +39,48 @@ RUN_LOCK = ".lock"  # held (flock) by the process writing the run directory; nam
 BEST_MODEL_KEYS = ("model", "config", "epoch", "val_loss", "val_accuracy")  # what a best_model.pt holds
 
 # --- exports (python -m ignite_lenet.export) -------------------------------------------------------------------
-EXPORT_FILES = {
-    "onnx": "lenet5.onnx",
-    "torchscript": "lenet5.torchscript.pt",
-    "torch-export": "lenet5.pt2",
-    "raw": "lenet5.raw.onnx",  # uint8 [batch, 28, 28] input, the preprocessing inside the graph
-    "int8": "lenet5.int8.onnx",  # static QDQ quantization of lenet5.onnx
-}
-EXPORT_FORMATS = ("onnx", "torchscript", "torch-export")  # --format's choices; export.formats.FORMATS writes each
-ONNX_OPSETS = (18, 25)  # the ONNX opsets export takes, lowest and highest
+@dataclass(frozen=True)
+class ModelFile:
+    """A kind of model file export writes: its name in the export directory, how a path is known to be one
+    (``files.model_file_kind``), and what runs it: the classifier of ``inference.load_classifier`` and the torch
+    module of ``checkpoints.load_model``, as ``"module:attribute"`` (imported when asked, so this stays torch-free).
+
+    Its writer is its entry in ``export.formats.FORMATS``. ``exported=False``: not a ``--format`` choice but
+    derived from ``lenet5.onnx`` by an option (``--raw-input``, ``--quantize``).
+    """
+
+    kind: str
+    file_name: str
+    suffix: str | None = None  # known by its suffix...
+    zip_folder: str | None = None  # ...or by a folder inside its zip archive (TorchScript's code/)
+    classifier: str | None = None
+    module: str | None = None
+    exported: bool = True
+
+    def load(self, what: str) -> Any:
+        """The object ``self.classifier`` or ``self.module`` names, imported."""
+        module, _, name = getattr(self, what).partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+MODEL_FILES: dict[str, ModelFile] = {m.kind: m for m in (
+    ModelFile("onnx", "lenet5.onnx", suffix=".onnx",
+              classifier="ignite_lenet.inference.onnx_runtime:OnnxClassifier"),
+    ModelFile("torchscript", "lenet5.torchscript.pt", zip_folder="code",
+              classifier="ignite_lenet.inference.torch_runtime:TorchScriptClassifier",
+              module="ignite_lenet.checkpoints:load_torchscript"),
+    ModelFile("torch-export", "lenet5.pt2", suffix=".pt2",
+              classifier="ignite_lenet.inference.torch_runtime:ExportedProgramClassifier",
+              module="ignite_lenet.checkpoints:load_exported_program"),
+    # derived ONNX files, known (and served) as "onnx" by their suffix:
+    ModelFile("raw", "lenet5.raw.onnx", exported=False),  # uint8 [batch, 28, 28] input, the preprocessing inside
+    ModelFile("int8", "lenet5.int8.onnx", exported=False),  # static QDQ quantization of lenet5.onnx
+)}
+EXPORT_FILES = {kind: m.file_name for kind, m in MODEL_FILES.items()}
+EXPORT_FORMATS = tuple(kind for kind, m in MODEL_FILES.items() if m.exported)  # --format's choices
+# torch.onnx's dynamo exporter writes these opsets as asked; older ones need the deprecated TorchScript exporter
+# (the onnx version converter fails on this graph below 16), newer ones are untested
+MIN_OPSET, MAX_OPSET = 18, 25
 MODEL_OUTPUTS = ("logits", "probabilities")  # what an exported model returns (--output)
 ONNX_FILE_NAMES = (EXPORT_FILES["onnx"], EXPORT_FILES["raw"])  # what a directory given as a model is searched for
 INPUT_NAME = "input"  # the float input of lenet5.onnx

@@ -21,8 +21,9 @@ import sys
 import types
 from typing import Any
 
-from ignite_lenet.cli import ArgumentParser, add_config_arguments, config_from_args, explicit_options, run_cli
-from ignite_lenet.config import TrainConfig
+from ignite_lenet.cmdline import ArgumentParser, explicit_options, run_cli
+from ignite_lenet.config import DEFAULT_RECIPE, DEFAULT_RECIPE_TEXT, TrainConfig
+from ignite_lenet.config_cli import add_config_arguments, config_from_args
 from ignite_lenet.mnist import prefetch
 from ignite_lenet.training.rundir import how_to_continue
 
@@ -30,10 +31,9 @@ from ignite_lenet.training.rundir import how_to_continue
 def get_args_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="python -m ignite_lenet.train",
-        description="Train LeNet-5 on MNIST (32x32) with pytorch-ignite. Defaults are the original notebook's "
-        "(--recipe notebook): Adam lr 1e-3, summed cross-entropy, CosineAnnealingLR(T_max=2, eta_min=1e-5) "
-        "stepped per epoch, batch 32, 15 epochs. --recipe fast and --recipe best train the same model faster or "
-        "better.",
+        description=f"Train LeNet-5 on MNIST (32x32) with pytorch-ignite. Defaults are the original notebook's "
+        f"(--recipe {DEFAULT_RECIPE}): {DEFAULT_RECIPE_TEXT}. --recipe fast and --recipe best train the same model "
+        f"faster or better.",
     )
     add_config_arguments(parser)
     return parser

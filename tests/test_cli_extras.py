@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from helpers import PYTHON, assert_one_line_error, python_env
 
-from ignite_lenet.cli import EXTRA_MODULES
+from ignite_lenet.cmdline import EXTRA_MODULES
 
 TRAINING_COMMANDS = {
     "ignite_lenet.train": ["--epochs", "1", "--output-dir", "{tmp}/run"],

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ignite_lenet.cli import ArgumentParser, int_range, output_dir, run_cli
+from ignite_lenet.cmdline import ArgumentParser, int_range, output_dir, run_cli
 from ignite_lenet.spec import (BEST_MODEL, DEFAULT_EXPORT_DIR, DEFAULT_RUN_DIR, EXPORT_FILES, EXPORT_FORMATS,
-                               MODEL_OUTPUTS, ONNX_OPSETS)
+                               MAX_OPSET, MIN_OPSET, MODEL_OUTPUTS)
 
 # The parser is torch-free (names from spec), so --help works and a missing training extra is one line (run_cli)
-MIN_OPSET, MAX_OPSET = ONNX_OPSETS
 
 
 def get_args_parser() -> ArgumentParser:

@@ -84,6 +84,14 @@ def write_torchscript(model: nn.Module, path: Path, metadata: dict[str, str]) ->
     return sorted({str(w.message) for w in caught if issubclass(w.category, FutureWarning)})
 
 
+def _deprecation_note(warnings_seen: list[str]) -> list[str]:
+    """``write_torchscript``'s FutureWarnings as the one note the export reports (none when torch warned nothing)."""
+    if not warnings_seen:
+        return []
+    return [f"torch {torch.__version__} deprecates TorchScript ({warnings_seen[0]}); prefer "
+            f"{EXPORT_FILES['torch-export']} (torch.export) or {EXPORT_FILES['onnx']}"]
+
+
 def write_torch_export(model: nn.Module, path: Path, metadata: dict[str, str]) -> None:
     """``torch.export.export`` with a dynamic ``batch`` dimension, saved with ``torch.export.save``."""
     program = torch.export.export(model, (torch.zeros(2, *INPUT_SHAPE),), dynamic_shapes={"x": {0: _batch_dim()}})
@@ -117,8 +125,9 @@ def _torch_runner(load_module: Callable[[Path], nn.Module]) -> Callable[[Path], 
 
 @dataclass(frozen=True)
 class Format:
-    """One export format: its file name, how it is written from the eager model (returning notes to report),
-    and how a user reloads it (``load(path)`` gives ``run(images) -> outputs``, numpy in and out)."""
+    """One export format: how it is written from the eager model (returning notes to report, in full sentences),
+    and how a user reloads it (``load(path)`` gives ``run(images) -> outputs``, numpy in and out); its file name
+    and what serves it are its ``spec.MODEL_FILES`` entry."""
 
     name: str
     write: Callable[[nn.Module, Path, dict[str, str], int | None], list[str]]
@@ -129,12 +138,13 @@ class Format:
         return EXPORT_FILES[self.name]
 
 
-# What ``--format`` chooses from; a new format is one entry here (and its name in ``spec.EXPORT_FORMATS``, which the
-# torch-free command line offers, and its file name in ``spec.EXPORT_FILES``).
+# What ``--format`` chooses from: a new format is one entry here (its writer and its reloading for verification) and
+# one in ``spec.MODEL_FILES`` (its file name and, torch-free, how it is recognised and what runs it).
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("onnx", lambda model, path, metadata, opset: write_onnx(model, path, metadata, opset) or [],
            _onnx_runner(INPUT_NAME)),
-    Format("torchscript", lambda model, path, metadata, opset: write_torchscript(model, path, metadata),
+    Format("torchscript",
+           lambda model, path, metadata, opset: _deprecation_note(write_torchscript(model, path, metadata)),
            _torch_runner(load_torchscript)),
     Format("torch-export", lambda model, path, metadata, opset: write_torch_export(model, path, metadata) or [],
            _torch_runner(load_exported_program)),

@@ -10,7 +10,7 @@ from ignite_lenet.files import model_file_kind
 from ignite_lenet.inference.classifier import Classifier
 from ignite_lenet.inference.onnx_runtime import OnnxClassifier
 from ignite_lenet.mnist.digits import IMAGE_SUFFIXES
-from ignite_lenet.spec import BEST_MODEL, DEFAULT_EXPORT_DIR, DEFAULT_MODEL, ONNX_FILE_NAMES
+from ignite_lenet.spec import BEST_MODEL, DEFAULT_EXPORT_DIR, DEFAULT_MODEL, MODEL_FILES, ONNX_FILE_NAMES
 
 
 def _export_hint(path: Path) -> str:
@@ -33,22 +33,16 @@ def load_classifier(path: str | Path, provider: str = "cpu", threads: int | None
             raise ValueError(f"{path}: a training run directory, not an exported model; {_export_hint(path)}")
         raise FileNotFoundError(f"{path}: a directory without {' or '.join(ONNX_FILE_NAMES)}")
     kind = model_file_kind(path)
-    if kind == "onnx":
-        return OnnxClassifier(path, provider=provider, threads=threads)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model file")
-    device = "cuda" if provider == "cuda" else "cpu"
-    if kind == "torch-export":
-        from ignite_lenet.inference.torch_runtime import ExportedProgramClassifier
-
-        return ExportedProgramClassifier(path, device=device)
+    if kind is None and path.suffix.lower() == ".pt":  # no zip archive: TorchScript's loader says why in one line
+        kind = "torchscript"
     if kind == "checkpoint":
         raise ValueError(f"{path}: a training checkpoint, not an exported model; {_export_hint(path)}")
-    if kind == "torchscript" or path.suffix.lower() == ".pt":
-        from ignite_lenet.inference.torch_runtime import TorchScriptClassifier
-
-        return TorchScriptClassifier(path, device=device)
-    raise ValueError(f"{path}: expected an exported model: .onnx, .pt2 (torch.export) or TorchScript .pt")
+    entry = MODEL_FILES.get(kind or "")
+    if entry is None or entry.classifier is None:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such model file")
+        raise ValueError(f"{path}: expected an exported model: .onnx, .pt2 (torch.export) or TorchScript .pt")
+    return entry.load("classifier").from_file(path, provider, threads)  # torch_runtime imports torch
 
 
 def image_files(paths: list[str | Path]) -> list[Path]:

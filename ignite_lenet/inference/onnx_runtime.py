@@ -29,6 +29,11 @@ class OnnxClassifier(Classifier):
     Raises ``FileNotFoundError`` or ``ValueError`` (not loadable, or not an image classifier this package can feed).
     """
 
+    @classmethod
+    def from_file(cls, path: str | Path, provider: str = "cpu", threads: int | None = None) -> OnnxClassifier:
+        """What ``inference.load_classifier`` calls for every kind of model file (``spec.MODEL_FILES``)."""
+        return cls(path, provider=provider, threads=threads)
+
     def __init__(self, path: str | Path, provider: str = "cpu", threads: int | None = None) -> None:
         import onnxruntime as ort
 

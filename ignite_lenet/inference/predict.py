@@ -1,5 +1,6 @@
-"""Predictions as records, for ``python -m ignite_lenet.predict`` and the HTTP service alike: image files (each
-with its own error), whole arrays (with accuracy and images/s).
+"""Predictions as records: ``prediction_record`` is the JSON-able record of one prediction, for
+``python -m ignite_lenet.predict`` and the HTTP service alike; ``predict_files`` (image files, each with its own
+error) and ``predict_set`` (whole arrays, with accuracy and images/s) are the command line's.
 """
 
 from __future__ import annotations
@@ -11,20 +12,43 @@ from typing import Any
 import numpy as np
 
 from ignite_lenet.mnist.digits import load_digit
+from ignite_lenet.spec import CLASS_NAMES
+
+DECIMALS = 6  # probabilities in records: float32 carries about 7 significant digits
+
+
+def prediction_record(label: int, probabilities: np.ndarray, inverted: bool | None = None, *, top_k: int = 1,
+                      with_probabilities: bool = True, class_names: tuple[str, ...] = CLASS_NAMES,
+                      decimals: int | None = DECIMALS) -> dict[str, Any]:
+    """One prediction as a JSON-able dict: ``{"label", "probability"[, "top_k"][, "probabilities"][, "inverted"]}``.
+
+    Args:
+        label: the predicted class index; the record names it by ``class_names`` (``"7"``).
+        probabilities: the ``(num_classes,)`` probabilities of the image.
+        inverted: whether the image was inverted to white-on-black (``mnist.digits.load_digit``); left out when
+            ``None`` (arrays, which are taken as they are).
+        top_k: with ``top_k > 1``, ``"top_k"``: the ``[class name, probability]`` pairs of the k likeliest classes.
+        with_probabilities: include ``"probabilities"``, all of them, in class order.
+        decimals: probabilities rounded to this many decimals (``None``: as computed).
+    """
+    def shown(value: Any) -> float:
+        return float(value) if decimals is None else round(float(value), decimals)
+
+    record: dict[str, Any] = {"label": class_names[label], "probability": shown(probabilities[label])}
+    if top_k > 1:
+        order = np.argsort(-probabilities, kind="stable")[:top_k]
+        record["top_k"] = [[class_names[i], shown(probabilities[i])] for i in order]
+    if with_probabilities:
+        record["probabilities"] = [shown(v) for v in probabilities]
+    if inverted is not None:
+        record["inverted"] = inverted
+    return record
 
 
 def prediction_rows(clf, labels: np.ndarray, probs: np.ndarray, top_k: int, with_probs: bool) -> list[dict[str, Any]]:
-    """One record per image: predicted class, its probability, the top-k, and all probabilities if asked."""
-    order = np.argsort(-probs, axis=1, kind="stable")[:, :top_k]
-    rows = []
-    for label, p, top in zip(labels, probs, order):
-        row: dict[str, Any] = {"label": clf.class_names[label], "probability": round(float(p[label]), 6)}
-        if top_k > 1:
-            row["top_k"] = [[clf.class_names[i], round(float(p[i]), 6)] for i in top]
-        if with_probs:
-            row["probabilities"] = [round(float(v), 6) for v in p]
-        rows.append(row)
-    return rows
+    """One ``prediction_record`` per image (without ``inverted``: arrays are taken as they are)."""
+    return [prediction_record(int(label), p, top_k=top_k, with_probabilities=with_probs,
+                              class_names=clf.class_names) for label, p in zip(labels, probs)]
 
 
 def predict_files(clf, paths: list[Path], invert: bool | None, batch_size: int, top_k: int = 1,
@@ -42,8 +66,10 @@ def predict_files(clf, paths: list[Path], invert: bool | None, batch_size: int, 
     for start in range(0, len(loaded), batch_size):
         chunk = loaded[start : start + batch_size]
         labels, probs = clf.predict(np.stack([digit for _, digit, _ in chunk]))
-        for (path, _, inverted), row in zip(chunk, prediction_rows(clf, labels, probs, top_k, with_probs)):
-            results.append({"path": str(path), **row, "inverted": inverted})
+        for (path, _, inverted), label, p in zip(chunk, labels, probs):
+            results.append({"path": str(path), **prediction_record(int(label), p, inverted, top_k=top_k,
+                                                                   with_probabilities=with_probs,
+                                                                   class_names=clf.class_names)})
     return results, errors
 
 

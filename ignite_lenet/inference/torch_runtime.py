@@ -33,6 +33,12 @@ class _TorchClassifier(Classifier):
     def _load(path: Path, device: str, extra_files: dict[str, str]) -> torch.nn.Module:
         raise NotImplementedError
 
+    @classmethod
+    def from_file(cls, path: str | Path, provider: str = "cpu", threads: int | None = None) -> _TorchClassifier:
+        """What ``inference.load_classifier`` calls for every kind of model file: ``provider`` picks the device
+        (``threads`` is ONNX Runtime's)."""
+        return cls(path, device="cuda" if provider == "cuda" else "cpu")
+
     def __init__(self, path: str | Path, device: str = "cpu") -> None:
         path = Path(path)
         if not path.is_file():

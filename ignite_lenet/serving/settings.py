@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ignite_lenet.config import flag_name, option
+from ignite_lenet.cmdline import flag_name, option
 from ignite_lenet.mnist.digits import MAX_IMAGE_PIXELS
 from ignite_lenet.spec import DEFAULT_MODEL
 

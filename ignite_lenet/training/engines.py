@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from ignite.engine import Engine, create_supervised_evaluator
@@ -22,6 +23,19 @@ from ignite_lenet.training.step import TrainStep
 
 
 GPU_READOUT_EVERY = 50
+
+
+@dataclass
+class Engines:
+    """The Ignite engines of a run (``create_engines``): the trainer with its loss readout, the evaluators of the
+    train curves and of validation, and with an EMA its handler and evaluator."""
+
+    trainer: Engine
+    readout: LossReadout
+    train_evaluator: Engine
+    val_evaluator: Engine
+    ema: EMAHandler | None = None
+    ema_evaluator: Engine | None = None
 
 
 def create_trainer(

@@ -1,6 +1,6 @@
 """Handlers wired onto the Ignite engines, one ``attach_*`` function each; every one returns what it attached.
 
-The order they must be attached in is written once, in ``run.attach_handlers``: Ignite fires the handlers of
+The order they must be attached in is written once, in ``wiring.HANDLERS``: Ignite fires the handlers of
 an event in the order they were added. Handlers a user attaches afterwards run after all of these.
 """
 

@@ -10,17 +10,15 @@ import torch
 from ignite.handlers import Checkpoint
 
 from ignite_lenet.checkpoints import load_model
-from ignite_lenet.config import TrainConfig
+from ignite_lenet.cmdline import flag_name
+from ignite_lenet.config import TRAJECTORY, TrainConfig
 from ignite_lenet.model import LeNet5
 from ignite_lenet.spec import TRAINING_CHECKPOINT
 from ignite_lenet.training.distributed import checkpoint_from_rank0
+from ignite_lenet.training.wiring import RESUME_KEYS
 
-# Settings that shape the trajectory: a resumed run must use the checkpoint's values.
-RESUME_MUST_MATCH = ("batch_size", "lr", "t_max", "eta_min", "seed", "val_source", "val_size", "epoch_length",
-                     "sanity_check", "schedule", "augment", "elastic", "optimizer", "weight_decay", "pct_start",
-                     "label_smoothing", "ema_decay", "normalize", "fast_tanh")
+RESUME_MUST_MATCH = TRAJECTORY  # the settings that shape the trajectory (marked so in TrainConfig)
 RESUME_ABSENT_MEANS = {"fast_tanh": False}  # the value of a setting missing from an older checkpoint's config
-RESUME_KEYS = ("config", "trainer", "model", "optimizer", "lr_scheduler", "best_checkpoint", "history")
 
 
 def load_resumable(cfg: TrainConfig, path: Path, device: torch.device) -> dict[str, Any]:
@@ -46,9 +44,8 @@ def check_resumable(cfg: TrainConfig, checkpoint: dict[str, Any], path: Path) ->
     # a one-cycle schedule spans the whole run: its length cannot change midway
     for name in RESUME_MUST_MATCH + (("epochs",) if cfg.schedule == "onecycle" else ()):
         if name in saved and saved[name] != getattr(cfg, name):
-            flag = "--" + name.replace("_", "-")
             raise ValueError(
-                f"--resume: {path} was trained with {flag} {saved[name]}, not {getattr(cfg, name)}; "
+                f"--resume: {path} was trained with {flag_name(name)} {saved[name]}, not {getattr(cfg, name)}; "
                 f"resume with the same setting or start a new --output-dir"
             )
 

@@ -29,8 +29,6 @@ import ignite
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine
-from ignite.engine.events import RemovableEventHandle
-from ignite.handlers import Checkpoint, EarlyStopping, EMAHandler, ProgressBar, TerminateOnNan
 from ignite.utils import setup_logger
 from matplotlib.figure import Figure
 from torch import nn
@@ -45,39 +43,21 @@ from ignite_lenet.spec import (
     BEST_MODEL,
     CONFIG,
     CONFUSION_MATRIX,
-    CURVES,
     HISTORY,
     METRICS,
-    TENSORBOARD_DIR,
     TRAINING_CHECKPOINT,
 )
 from ignite_lenet.training.augment import ElasticDistortion, RandomAffine
 from ignite_lenet.training.data import InMemoryLoader, MNISTData, load_data
 from ignite_lenet.training.devices import check_cublas_workspace, configure_determinism, resolve_device
 from ignite_lenet.training.distributed import checkpoint_from_rank0, data_parallel, launch, on_rank0, requested
-from ignite_lenet.training.engines import create_ema, create_evaluator, create_trainer, quiet_reported_errors
-from ignite_lenet.training.handlers import (
-    LossReadout,
-    attach_best_checkpoint,
-    attach_curves,
-    attach_early_stopping,
-    attach_ema,
-    attach_epoch_log,
-    attach_epoch_seeding,
-    attach_evaluation,
-    attach_history,
-    attach_lr_scheduler,
-    attach_one_cycle,
-    attach_progress_bar,
-    attach_tensorboard,
-    attach_terminate_on_nan,
-    attach_training_checkpoint,
-)
+from ignite_lenet.training.engines import Engines, create_ema, create_evaluator, create_trainer, quiet_reported_errors
 from ignite_lenet.training.optim import create_optimizer
 from ignite_lenet.training.resume import initial_weights, load_resumable, restore
 from ignite_lenet.training.rundir import RunDirLock, claim_run_dir, remove_earlier_run, saying_what_next
-from ignite_lenet.training.state import History, SchedulerPosition, Selection, Value
+from ignite_lenet.training.state import History
 from ignite_lenet.training.step import use_cuda_graphs
+from ignite_lenet.training.wiring import Attached, attach_handlers
 
 EMA_WARMUP_EPOCHS = 1  # the EMA's momentum warms up over the first epoch's iterations
 
@@ -114,38 +94,6 @@ class TrainResult:
 def _best_summary(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """A best-model checkpoint's plain fields (epoch, val_loss, val_accuracy, weights): all but weights and config."""
     return {k: v for k, v in checkpoint.items() if k not in ("model", "config")}
-
-
-@dataclass
-class Engines:
-    """The Ignite engines of a run (``create_engines``): the trainer with its loss readout, the evaluators of the
-    train curves and of validation, and with an EMA its handler and evaluator."""
-
-    trainer: Engine
-    readout: LossReadout
-    train_evaluator: Engine
-    val_evaluator: Engine
-    ema: EMAHandler | None = None
-    ema_evaluator: Engine | None = None
-
-
-@dataclass
-class Attached:
-    """What ``attach_handlers`` attached, each object returned by its ``attach_*`` (inspect or remove it)."""
-
-    epoch_seeding: RemovableEventHandle
-    terminate_on_nan: TerminateOnNan
-    evaluations: list[RemovableEventHandle]
-    best_checkpoint: Checkpoint
-    early_stopping: EarlyStopping | None
-    history: History
-    lr_scheduler: Any  # CosineAnnealingLR or OneCycleLR
-    training_checkpoint: Checkpoint
-    to_save: dict[str, Any]  # what training_checkpoint.pt holds and --resume restores
-    epoch_log: RemovableEventHandle | None = None
-    curves: RemovableEventHandle | None = None
-    progress_bar: ProgressBar | None = None
-    tensorboard: Any = None  # ignite's TensorboardLogger
 
 
 @dataclass
@@ -424,62 +372,6 @@ def create_engines(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Op
         engines.ema = create_ema(model, cfg.ema_decay, EMA_WARMUP_EPOCHS * epoch_length)
         engines.ema_evaluator = create_evaluator(engines.ema.ema_model, device)
     return engines
-
-
-def attach_handlers(cfg: TrainConfig, engines: Engines, loaders: dict[str, InMemoryLoader], model: nn.Module,
-                    optimizer: torch.optim.Optimizer, output_dir: Path, logger: logging.Logger) -> Attached:
-    """Every built-in handler, in the order Ignite must fire them.
-
-    The order at ``EPOCH_COMPLETED`` (Ignite fires an event's handlers in the order they were added):
-      1. the EMA update (per iteration, before the evaluations: each epoch's EMA includes its last step);
-      2. the evaluations and the best-model checkpoint (which reads them);
-      3. the history (it records the lr the epoch trained with, so before the scheduler's step);
-      4. the lr scheduler's step, then early stopping;
-      5. the log line, the curves, the progress bar and TensorBoard (rank 0);
-      6. the training checkpoint, last: the file written at an epoch's end holds everything the epoch produced.
-    """
-    trainer, readout, rank = engines.trainer, engines.readout, idist.get_rank()
-    epoch_seeding = attach_epoch_seeding(trainer, loaders["train"])
-    terminate_on_nan = attach_terminate_on_nan(trainer, readout)
-    if engines.ema is not None:
-        attach_ema(trainer, engines.ema)
-    evaluations = [attach_evaluation(trainer, engines.train_evaluator, loaders["train_eval"]),
-                   attach_evaluation(trainer, engines.val_evaluator, loaders["val"])]
-    ema_model = engines.ema.ema_model if engines.ema is not None else None
-    if engines.ema_evaluator is not None:
-        evaluations.append(attach_evaluation(trainer, engines.ema_evaluator, loaders["val"]))
-    selection = Selection(model, engines.val_evaluator, ema_model, engines.ema_evaluator)
-    best = attach_best_checkpoint(trainer, selection, cfg.to_dict(), output_dir)
-    history = attach_history(trainer, engines.train_evaluator, engines.val_evaluator, optimizer,
-                             output_dir / HISTORY if rank == 0 else None, engines.ema_evaluator)
-    if cfg.schedule == "onecycle":
-        lr_scheduler = attach_one_cycle(trainer, optimizer, cfg.lr, cfg.epochs * len(loaders["train"]),
-                                        cfg.pct_start)
-    else:
-        lr_scheduler = attach_lr_scheduler(trainer, optimizer, cfg.t_max, cfg.eta_min)
-    early_stopping = attach_early_stopping(trainer, selection, cfg.patience) if cfg.patience is not None else None
-    to_save: dict[str, Any] = {"trainer": trainer, "model": model, "optimizer": optimizer,
-                               "lr_scheduler": lr_scheduler, "best_checkpoint": best, "history": history}
-    if engines.ema is not None:  # the average and its momentum schedule's position, for an exact resume
-        to_save["ema_model"] = ema_model
-        to_save["ema_momentum"] = SchedulerPosition(engines.ema.momentum_scheduler)
-    if early_stopping is not None:
-        to_save["early_stopping"] = early_stopping
-    shown: dict[str, Any] = {}
-    if rank == 0:
-        shown["epoch_log"] = attach_epoch_log(trainer, history, logger)
-        shown["curves"] = attach_curves(trainer, history, output_dir / CURVES)
-        shown["progress_bar"] = attach_progress_bar(trainer, readout) if cfg.progress else None
-        if cfg.tensorboard:
-            evaluators = {"train": engines.train_evaluator, "val": engines.val_evaluator}
-            if engines.ema_evaluator is not None:
-                evaluators["val_ema"] = engines.ema_evaluator
-            shown["tensorboard"] = attach_tensorboard(trainer, optimizer, evaluators, output_dir / TENSORBOARD_DIR,
-                                                      readout)
-    training_checkpoint = attach_training_checkpoint(trainer, {**to_save, "config": Value(cfg.to_dict)}, output_dir)
-    return Attached(epoch_seeding=epoch_seeding, terminate_on_nan=terminate_on_nan, evaluations=evaluations,
-                    best_checkpoint=best, early_stopping=early_stopping, history=history, lr_scheduler=lr_scheduler,
-                    training_checkpoint=training_checkpoint, to_save=to_save, **shown)
 
 
 def _train_here(cfg: TrainConfig, claim: bool = True) -> TrainResult:

@@ -15,7 +15,8 @@ import torch
 from helpers import PYTHON, assert_one_line_error, call_main, python_env, remount, run_module, small_tmpfs
 
 from ignite_lenet.export import verify as export_verify
-from ignite_lenet.export.exporter import MAX_OPSET, MIN_OPSET, export
+from ignite_lenet.export.exporter import export
+from ignite_lenet.spec import MAX_OPSET, MIN_OPSET
 from ignite_lenet.export.formats import FORMATS, load_runner
 from ignite_lenet.export.metadata import sha256_file
 from ignite_lenet.export.verify import ExportMismatch

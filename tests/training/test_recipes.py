@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from helpers import run_module
 from ignite.engine import Events
 
-from ignite_lenet.cli import config_from_args, explicit_options
+from ignite_lenet.cmdline import explicit_options
+from ignite_lenet.config_cli import config_from_args
 from ignite_lenet.config import RECIPES, TrainConfig
 from ignite_lenet.files import read_json
 from ignite_lenet.model import LeNet5
