@@ -42,14 +42,17 @@ EXPORT_FILES = {
     "torch-export": "lenet5.pt2",
     "raw": "lenet5.raw.onnx",  # uint8 [batch, 28, 28] input, the preprocessing inside the graph
     "int8": "lenet5.int8.onnx",  # static QDQ quantization of lenet5.onnx
+    "triton": "lenet5/1/model.onnx",  # a Triton model repository (with lenet5/config.pbtxt): lenet5.onnx inside
 }
-EXPORT_FORMATS = ("onnx", "torchscript", "torch-export")  # --format's choices; export.formats.FORMATS writes each
+EXPORT_FORMATS = ("onnx", "torchscript", "torch-export", "triton")  # --format's choices; export.formats.FORMATS writes each
 ONNX_OPSETS = (18, 25)  # the ONNX opsets export takes, lowest and highest
 MODEL_OUTPUTS = ("logits", "probabilities")  # what an exported model returns (--output)
 ONNX_FILE_NAMES = (EXPORT_FILES["onnx"], EXPORT_FILES["raw"])  # what a directory given as a model is searched for
 INPUT_NAME = "input"  # the float input of lenet5.onnx
 RAW_INPUT_NAME = "image"  # the uint8 input of lenet5.raw.onnx
 METADATA_FILE = "metadata.json"  # the extra file holding the metadata in TorchScript and torch.export archives
+TRITON_CONFIG = "config.pbtxt"  # a Triton model directory: NAME/config.pbtxt and NAME/VERSION/model.onnx
+TRITON_MODEL_FILE = "model.onnx"
 
 # --- default places --------------------------------------------------------------------------------------------
 DATA_DIR_ENV = "IGNITE_LENET_DATA_DIR"

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ignite_lenet.checkpoints import load_exported_program, load_torchscript
+from ignite_lenet.export import triton
 from ignite_lenet.export.onnx_graph import pad_conv_channels
 from ignite_lenet.export.verify import ExportMismatch
 from ignite_lenet.files import write_synced
@@ -138,6 +139,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            _torch_runner(load_torchscript)),
     Format("torch-export", lambda model, path, metadata, opset: write_torch_export(model, path, metadata) or [],
            _torch_runner(load_exported_program)),
+    Format("triton", triton.write, triton.load),  # lenet5/config.pbtxt and lenet5/1/model.onnx
 )}
 # Files derived from lenet5.onnx (``--raw-input``, ``--quantize int8``): written by ``onnx_graph``, reloaded here.
 DERIVED_LOADERS: dict[str, Callable[[Path], Runner]] = {"raw": _onnx_runner(RAW_INPUT_NAME),

@@ -93,7 +93,7 @@ class Batcher:
             self.queued_images -= images
             self.batches += 1
             try:
-                results = await loop.run_in_executor(self.executor, classify_jobs, self.classifier,
+                results = await loop.run_in_executor(self.executor, run_jobs, self.classifier,
                                                      [pending.job for pending in batch], self.max_pixels)
             except asyncio.CancelledError:
                 for pending in batch:
@@ -110,3 +110,17 @@ class Batcher:
                 else:
                     pending.future.set_result(result)
 
+
+def run_jobs(classifier: Classifier, jobs: list, max_pixels: int) -> list:
+    """Each job's result, in order: ``classify.Job``s by ``classify_jobs``; a job of another type (``oip.InferJob``)
+    by its type's ``run_batch(classifier, jobs)``, with every job of that type in the batch."""
+    results: list = [None] * len(jobs)
+    kinds: dict[type, list[int]] = {}
+    for i, job in enumerate(jobs):
+        kinds.setdefault(type(job), []).append(i)
+    for kind, where in kinds.items():
+        same = [jobs[i] for i in where]
+        done = classify_jobs(classifier, same, max_pixels) if kind is Job else kind.run_batch(classifier, same)
+        for i, result in zip(where, done):
+            results[i] = result
+    return results

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from ignite_lenet.spec import DEFAULT_MODEL
 SETTINGS_ENV = "IGNITE_LENET_SERVE_SETTINGS"  # JSON of the settings, for worker processes
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 MiB = 1024 * 1024
+MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # a name that is one URL path segment as it is
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,9 @@ class Settings:
     access_log: bool = option(True, "log every request on stdout (uvicorn's access log)",
                               flag="--access-log/--no-access-log")
     log_level: str = option("info", "uvicorn's log level", choices=LOG_LEVELS)
+    model_name: str | None = option(None, "the model's name in the Open Inference Protocol routes, /v2/models/NAME "
+                                    "(default: the export's: lenet5 for lenet5.onnx, lenet5.raw for lenet5.raw.onnx, "
+                                    "the model directory's name in a Triton model repository)", metavar="NAME")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -73,6 +78,8 @@ class Settings:
                                  f"{bounds[0]:,} to {bounds[1]:,}, got {value!r}")
         if not isinstance(self.host, str) or not self.host.strip():
             raise ValueError(f"--host must be an address, got {self.host!r}")
+        if self.model_name is not None and not MODEL_NAME.fullmatch(str(self.model_name)):
+            raise ValueError(f"--model-name must be 1 to 100 letters, digits, '.', '_' or '-', got {self.model_name!r}")
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
 
