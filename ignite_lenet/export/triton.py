@@ -5,20 +5,26 @@
 
 ``model.onnx`` is ``lenet5.onnx`` (written and verified the same way); ``config.pbtxt`` is generated from the ONNX
 graph itself (its input and output names, types and dims; ``max_batch_size``; dynamic batching on), written as
-text here (deterministic, no dependency on tritonclient) and checked against the graph before the model file is
-renamed into place. The tests parse it with Triton's own schema (``tritonclient.grpc.model_config_pb2``).
+text here (deterministic, no dependency on tritonclient) and checked against the graph. The whole model directory
+is written beside its place, verified, then renamed into place (``replace_repository``): a failed check leaves
+nothing behind. The tests parse the config with Triton's own schema (``tritonclient.grpc.model_config_pb2``).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ignite_lenet.export.verify import ExportMismatch
-from ignite_lenet.files import replace_checked
+from ignite_lenet.files import WriteError, make_dirs, write_synced
 from ignite_lenet.spec import TRITON_CONFIG
 
+T = TypeVar("T")
 MAX_BATCH_SIZE = 1024  # the largest batch Triton's dynamic batcher forms (and a client may send)
 # ONNX TensorProto element types -> Triton's DataType names (model_config.proto)
 TRITON_TYPES = {1: "TYPE_FP32", 2: "TYPE_UINT8", 3: "TYPE_INT8", 4: "TYPE_UINT16", 5: "TYPE_INT16", 6: "TYPE_INT32",
@@ -72,25 +78,11 @@ def config_text(name: str, inputs: list[Tensor], outputs: list[Tensor], max_batc
 
 
 def model_config(model_file: Path) -> str:
-    """``config.pbtxt`` for ``DIR/NAME/VERSION/model.onnx`` (perhaps under a temporary name), from its graph."""
+    """``config.pbtxt`` for ``DIR/NAME/VERSION/model.onnx``, from its graph."""
     import onnx
 
     inputs, outputs = graph_tensors(onnx.load(str(model_file), load_external_data=False))
     return config_text(model_file.parent.parent.name, inputs, outputs)
-
-
-def write_repository_config(model_file: Path) -> Path:
-    """Write ``config.pbtxt`` for ``model_file`` (``DIR/NAME/VERSION/model.onnx``) into ``DIR/NAME/``,
-    atomically, read back; returns its path."""
-    config = model_file.parent.parent / TRITON_CONFIG
-    text = model_config(model_file)
-
-    def check(tmp: Path) -> None:
-        if tmp.read_text(encoding="utf-8") != text:
-            raise ExportMismatch(f"triton: {config} does not read back as written")
-
-    replace_checked(config, lambda tmp: tmp.write_text(text, encoding="utf-8"), check)
-    return config
 
 
 def check_repository_config(model_file: Path) -> None:
@@ -100,14 +92,52 @@ def check_repository_config(model_file: Path) -> None:
         raise ExportMismatch(f"triton: {config} is missing or does not agree with the graph of {model_file}")
 
 
-# --- the format's entry in export.formats.FORMATS: lenet5.onnx, written as NAME/1/model.onnx, plus the config -------
+def replace_repository(path: Path, write: Callable[[Path], None], check: Callable[[Path], T] | None = None) -> T | None:
+    """``files.replace_checked`` for a whole model directory: ``path`` is ``DIR/NAME/VERSION/model.onnx``;
+    ``DIR/NAME/`` is written in a hidden temporary directory of ``DIR``, checked, then renamed into place (the
+    previous one, if any, removed only then). A failed write or check leaves the previous directory (or none)
+    and nothing else behind."""
+    model_dir = path.parent.parent
+    make_dirs(model_dir.parent)
+    try:
+        staging = Path(tempfile.mkdtemp(dir=model_dir.parent, prefix=f".{model_dir.name}.", suffix=".tmp"))
+    except OSError as e:
+        raise WriteError.of(e, model_dir) from None
+    try:
+        tmp = staging / model_dir.name / path.parent.name / path.name
+        try:
+            tmp.parent.mkdir(parents=True)
+            write(tmp)
+        except OSError as e:
+            raise WriteError.of(e, path) from None
+        result = check(tmp) if check is not None else None
+        previous = staging / "previous"
+        try:
+            if model_dir.exists():
+                os.replace(model_dir, previous)
+            try:
+                os.replace(staging / model_dir.name, model_dir)
+            except OSError:
+                if previous.exists():
+                    os.replace(previous, model_dir)
+                raise
+        except OSError as e:
+            raise WriteError.of(e, model_dir) from None
+        return result
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# --- the format's entry in export.formats.FORMATS: lenet5.onnx as NAME/1/model.onnx, beside NAME/config.pbtxt ------
 
 def write(model: Any, path: Path, metadata: dict[str, str], opset: int | None) -> list[str]:
-    """``lenet5.onnx`` at ``path`` (``DIR/lenet5/1/model.onnx``) and ``DIR/lenet5/config.pbtxt`` from its graph."""
+    """``lenet5.onnx`` at ``path`` (``NAME/1/model.onnx`` in the staging directory) and ``NAME/config.pbtxt``
+    from its graph."""
     from ignite_lenet.export.formats import write_onnx  # formats imports this module for its registry entry
 
     write_onnx(model, path, metadata, opset)
-    write_repository_config(path)
+    config = path.parent.parent / TRITON_CONFIG
+    write_synced(config, lambda f: f.write(model_config(path).encode()))
     return []
 
 
