@@ -91,6 +91,10 @@ def test_serve_serves_the_repository_as_it_is(repository, mnist_dir):
     images, _ = read_mnist(mnist_dir, "test", download=False)
     x = to_model_input(images[:50])
     want = OnnxClassifier(report.files["triton"]).run_model(x)
+    from ignite_lenet.inference.loading import load_classifier
+
+    # KServe mounts a storageUri's content at /mnt/models: the model directory itself serves too
+    assert load_classifier(out / "lenet5").path == report.files["triton"]
     with ServerProcess(out, "--no-access-log") as server:
         client = http.InferenceServerClient(server.url.removeprefix("http://"))
         meta = client.get_model_metadata("lenet5")
