@@ -44,7 +44,8 @@ EXPORT_FILES = {
     "int8": "lenet5.int8.onnx",  # static QDQ quantization of lenet5.onnx
     "triton": "lenet5/1/model.onnx",  # a Triton model repository (with lenet5/config.pbtxt): lenet5.onnx inside
 }
-EXPORT_FORMATS = ("onnx", "torchscript", "torch-export", "triton")  # --format's choices; export.formats.FORMATS writes each
+# --format's choices; export.formats.FORMATS writes each
+EXPORT_FORMATS = ("onnx", "torchscript", "torch-export", "triton")
 ONNX_OPSETS = (18, 25)  # the ONNX opsets export takes, lowest and highest
 MODEL_OUTPUTS = ("logits", "probabilities")  # what an exported model returns (--output)
 ONNX_FILE_NAMES = (EXPORT_FILES["onnx"], EXPORT_FILES["raw"])  # what a directory given as a model is searched for

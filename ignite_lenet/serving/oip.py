@@ -37,7 +37,7 @@ from ignite_lenet.inference.classifier import softmax
 from ignite_lenet.inference.onnx_runtime import OnnxClassifier
 from ignite_lenet.serving.errors import BadRequest, NotFound, ServiceError, Unavailable, error_response
 from ignite_lenet.serving.schemas import Error
-from ignite_lenet.serving.tensors import (InferRequest, TensorSpec, decode_tensor, encode_response, parse_request)
+from ignite_lenet.serving.tensors import InferRequest, TensorSpec, decode_tensor, encode_response, parse_request
 from ignite_lenet.spec import SOURCE_SIZE, TRITON_CONFIG, TRITON_MODEL_FILE
 
 SERVER_NAME = "ignite_lenet"

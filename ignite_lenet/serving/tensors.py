@@ -290,7 +290,8 @@ def json_tensor(name: str, array: np.ndarray) -> dict[str, Any]:
             "data": array.reshape(-1).tolist()}
 
 
-def encode_response(header: dict[str, Any], outputs: Sequence[tuple[str, np.ndarray, bool]]) -> tuple[bytes, int | None]:
+def encode_response(header: dict[str, Any], outputs: Sequence[tuple[str, np.ndarray, bool]]
+                    ) -> tuple[bytes, int | None]:
     """The response body for ``outputs`` (name, array, binary?) and the JSON header's length when any output is
     binary (for ``Inference-Header-Content-Length``; ``None``: the body is all JSON)."""
     tensors, blobs = [], []
