@@ -224,3 +224,24 @@ def test_unknown_models_and_versions_are_404_and_the_server_is_still_right(guard
     inp.set_data_from_numpy(x)
     got = triton(guarded).infer("digits", [inp], headers=dict(AUTH)).as_numpy("label")
     assert got.shape == (4,)
+
+
+def test_ready_is_503_while_the_server_cannot_take_work(serving_model):
+    from fastapi.testclient import TestClient
+
+    from ignite_lenet.serving import Settings, create_app
+
+    app = create_app(Settings(model=str(serving_model)))
+    cold = TestClient(app)  # not entered: the lifespan has not loaded the model
+    assert cold.get("/v2/health/live").json() == {"live": True}
+    for path in ("/v2/health/ready", "/v2/models/lenet5", "/v2/models/lenet5/ready"):
+        assert cold.get(path).status_code == 503, path
+    with TestClient(app) as client:
+        assert client.get("/v2/health/ready").status_code == 200
+        batcher = app.state.batcher
+        batcher.queued_images = batcher.max_queued  # the queue is full: work would be refused
+        response = client.get("/v2/health/ready")
+        assert response.status_code == 503 and response.headers["retry-after"] == "1"
+        batcher.queued_images = 0
+        assert client.get("/v2/models/lenet5/ready").json() == {"name": "lenet5", "ready": True}
+    assert cold.get("/v2/health/ready").status_code == 503  # shut down
