@@ -91,7 +91,7 @@ def stages(model: str, data_dir: str, calls: int) -> dict:
     }
     del logits
     try:  # the service's own batched path, where this version has it
-        from ignite_lenet.serving.classify import Job, classify_jobs
+        from ignite_lenet.serving.classify import Job, Limits, Work, run_batch
     except ImportError:
         return result
     pngs = []
@@ -99,10 +99,10 @@ def stages(model: str, data_dir: str, calls: int) -> dict:
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, "PNG")
         pngs.append(buffer.getvalue())
-    batch = [Job(p) for p in pngs]
-    result["us"]["service_batch_of_1"] = best_us(lambda: classify_jobs(clf, [Job(png)], 4_000_000), calls)
+    limits = Limits()
+    result["us"]["service_batch_of_1"] = best_us(lambda: run_batch(clf, [Work(Job(png))], limits), calls)
     result["us"]["service_batch_of_32_per_image"] = round(
-        best_us(lambda: classify_jobs(clf, batch, 4_000_000), max(1, calls // 32)) / 32, 2)
+        best_us(lambda: run_batch(clf, [Work(Job(p)) for p in pngs], limits), max(1, calls // 32)) / 32, 2)
     return result
 
 

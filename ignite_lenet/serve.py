@@ -11,8 +11,18 @@ the process exits with 0. The work is ``ignite_lenet.serving``; this module pars
 
 from __future__ import annotations
 
-from ignite_lenet.cmdline import ArgumentParser, add_arguments, from_args, run_cli
+import argparse
+
+from ignite_lenet.cmdline import ArgumentParser, add_arguments, from_args, int_range, run_cli
 from ignite_lenet.serving.settings import Settings
+
+# The flags KServe's and Triton's runtimes are started with (a ServingRuntime's args, tritonserver's), as aliases:
+# a container spec written for them starts this server unchanged. dest -> (flags, metavar, type)
+ALIASES = {
+    "model": (("--model-dir", "--model_dir", "--model-repository", "--model-store"), "PATH", str),
+    "port": (("--http-port", "--http_port"), "N", int_range(0, 65535)),
+    "model_name": (("--model_name",), "NAME", str),
+}
 
 
 def get_args_parser() -> ArgumentParser:
@@ -23,6 +33,11 @@ def get_args_parser() -> ArgumentParser:
         "/metrics (Prometheus), GET /openapi.json.",
     )
     add_arguments(parser, Settings)
+    aliases = parser.add_argument_group("KServe and Triton spellings", "the same settings under the names their "
+                                        "runtimes are started with")
+    for dest, (flags, metavar, kind) in ALIASES.items():
+        aliases.add_argument(*flags, dest=dest, metavar=metavar, type=kind, default=argparse.SUPPRESS,
+                             help=f"the same as --{dest.replace('_', '-')}")
     return parser
 
 

@@ -72,6 +72,8 @@ MODEL_FILES: dict[str, ModelFile] = {m.kind: m for m in (
     ModelFile("torch-export", "lenet5.pt2", suffix=".pt2",
               classifier="ignite_lenet.inference.torch_runtime:ExportedProgramClassifier",
               module="ignite_lenet.checkpoints:load_exported_program"),
+    # a Triton model repository (with lenet5/config.pbtxt): lenet5.onnx inside
+    ModelFile("triton", "lenet5/1/model.onnx"),
     # derived ONNX files, known (and served) as "onnx" by their suffix:
     ModelFile("raw", "lenet5.raw.onnx", exported=False),  # uint8 [batch, 28, 28] input, the preprocessing inside
     ModelFile("int8", "lenet5.int8.onnx", exported=False),  # static QDQ quantization of lenet5.onnx
@@ -86,6 +88,8 @@ ONNX_FILE_NAMES = (EXPORT_FILES["onnx"], EXPORT_FILES["raw"])  # what a director
 INPUT_NAME = "input"  # the float input of lenet5.onnx
 RAW_INPUT_NAME = "image"  # the uint8 input of lenet5.raw.onnx
 METADATA_FILE = "metadata.json"  # the extra file holding the metadata in TorchScript and torch.export archives
+TRITON_CONFIG = "config.pbtxt"  # a Triton model directory: NAME/config.pbtxt and NAME/VERSION/model.onnx
+TRITON_MODEL_FILE = "model.onnx"
 
 # --- default places --------------------------------------------------------------------------------------------
 DATA_DIR_ENV = "IGNITE_LENET_DATA_DIR"

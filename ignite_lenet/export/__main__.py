@@ -4,6 +4,7 @@
     python -m ignite_lenet.export --format all --checkpoint runs/lenet5/best_model.pt --output-dir exports/
     python -m ignite_lenet.export --format onnx --quantize int8   # + exports/lenet5.int8.onnx (static QDQ)
     python -m ignite_lenet.export --format onnx --raw-input       # + exports/lenet5.raw.onnx (uint8 28x28 input)
+    python -m ignite_lenet.export --format triton --output-dir model_repository   # lenet5/config.pbtxt, 1/model.onnx
 
 Every file is written to a temporary name, reloaded, compared with the eager model on real MNIST test images
 (max |logit difference| <= 1e-4 at batch 1 and at an odd batch; the same predicted class on all 10,000 test

@@ -109,7 +109,7 @@ def export(
     for name in formats:
         fmt, notes = FORMATS[name], []
         final = output_dir / fmt.file_name
-        diff, accuracy = replace_checked(
+        diff, accuracy = fmt.replace(
             final, lambda tmp: notes.extend(fmt.write(model, tmp, metadata, opset)),
             lambda tmp: verify(name, fmt.load(tmp), model, check.images, labels, eager_predictions))
         _record(report, name, final, accuracy, diff)

@@ -20,9 +20,10 @@ import torch
 from torch import nn
 
 from ignite_lenet.checkpoints import load_exported_program, load_torchscript
+from ignite_lenet.export import triton
 from ignite_lenet.export.onnx_graph import pad_conv_channels
 from ignite_lenet.export.verify import ExportMismatch
-from ignite_lenet.files import write_synced
+from ignite_lenet.files import replace_checked, write_synced
 from ignite_lenet.model import probabilities
 from ignite_lenet.spec import EXPORT_FILES, INPUT_NAME, INPUT_SHAPE, METADATA_FILE, RAW_INPUT_NAME
 
@@ -132,6 +133,7 @@ class Format:
     name: str
     write: Callable[[nn.Module, Path, dict[str, str], int | None], list[str]]
     load: Callable[[Path], Runner]
+    replace: Callable[..., Any] = replace_checked  # how a file is written, checked and renamed into place
 
     @property
     def file_name(self) -> str:
@@ -148,6 +150,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            _torch_runner(load_torchscript)),
     Format("torch-export", lambda model, path, metadata, opset: write_torch_export(model, path, metadata) or [],
            _torch_runner(load_exported_program)),
+    Format("triton", triton.write, triton.load, triton.replace_repository),  # lenet5/{config.pbtxt,1/model.onnx}
 )}
 # Files derived from lenet5.onnx (``--raw-input``, ``--quantize int8``): written by ``onnx_graph``, reloaded here.
 DERIVED_LOADERS: dict[str, Callable[[Path], Runner]] = {"raw": _onnx_runner(RAW_INPUT_NAME),

@@ -10,7 +10,8 @@ from ignite_lenet.files import model_file_kind
 from ignite_lenet.inference.classifier import Classifier
 from ignite_lenet.inference.onnx_runtime import OnnxClassifier
 from ignite_lenet.mnist.digits import IMAGE_SUFFIXES
-from ignite_lenet.spec import BEST_MODEL, DEFAULT_EXPORT_DIR, DEFAULT_MODEL, MODEL_FILES, ONNX_FILE_NAMES
+from ignite_lenet.spec import (BEST_MODEL, DEFAULT_EXPORT_DIR, DEFAULT_MODEL, MODEL_FILES, ONNX_FILE_NAMES,
+                               TRITON_CONFIG, TRITON_MODEL_FILE)
 
 
 def _export_hint(path: Path) -> str:
@@ -29,6 +30,9 @@ def load_classifier(path: str | Path, provider: str = "cpu", threads: int | None
         for name in ONNX_FILE_NAMES:
             if (path / name).is_file():
                 return OnnxClassifier(path / name, provider=provider, threads=threads)
+        repository_model = triton_model_file(path)
+        if repository_model is not None:
+            return OnnxClassifier(repository_model, provider=provider, threads=threads)
         if (path / BEST_MODEL).is_file():
             raise ValueError(f"{path}: a training run directory, not an exported model; {_export_hint(path)}")
         raise FileNotFoundError(f"{path}: a directory without {' or '.join(ONNX_FILE_NAMES)}")
@@ -43,6 +47,24 @@ def load_classifier(path: str | Path, provider: str = "cpu", threads: int | None
             raise FileNotFoundError(f"{path}: no such model file")
         raise ValueError(f"{path}: expected an exported model: .onnx, .pt2 (torch.export) or TorchScript .pt")
     return entry.load("classifier").from_file(path, provider, threads)  # torch_runtime imports torch
+
+
+def triton_model_file(path: Path) -> Path | None:
+    """The ONNX file of a Triton model repository (``python -m ignite_lenet.export --format triton``):
+    ``path/NAME/VERSION/model.onnx`` beside ``path/NAME/config.pbtxt``, or ``path`` the model directory itself; the
+    highest version. ``None`` when ``path`` is no such repository; ``ValueError`` when it holds several models."""
+    models = [path] if (path / TRITON_CONFIG).is_file() else sorted(
+        d for d in path.iterdir() if d.is_dir() and (d / TRITON_CONFIG).is_file())
+    if not models:
+        return None
+    if len(models) > 1:
+        raise ValueError(f"{path}: a Triton model repository of {len(models)} models ("
+                         f"{', '.join(d.name for d in models[:5])}); the service serves one: give its directory")
+    versions = sorted((d for d in models[0].iterdir() if d.name.isdigit() and (d / TRITON_MODEL_FILE).is_file()),
+                      key=lambda d: int(d.name))
+    if not versions:
+        raise FileNotFoundError(f"{models[0]}: a Triton model directory without VERSION/{TRITON_MODEL_FILE}")
+    return versions[-1] / TRITON_MODEL_FILE
 
 
 def image_files(paths: list[str | Path]) -> list[Path]:

@@ -74,6 +74,7 @@ class OnnxClassifier(Classifier):
             raise ValueError(f"{path}: takes {len(inputs)} inputs and returns {len(outputs)} outputs; a LeNet-5 "
                              f"export takes one image batch and returns one score matrix")
         (inp,), out = inputs, outputs[0]
+        self.output_name = out.name  # "logits", or "probabilities" for an export with --output probabilities
         if len(out.shape) != 2 or out.type != "tensor(float)":
             raise ValueError(f"{path}: its output {out.name!r} is {out.type} {out.shape}, not [batch, classes] "
                              f"float scores")
@@ -89,3 +90,9 @@ class OnnxClassifier(Classifier):
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x})[0]
+
+    def run_model(self, x: np.ndarray) -> np.ndarray:
+        """The graph's output (``output_name``, float32 ``(N, classes)``) for a batch already in the model's input
+        layout and dtype (float32 ``(N, 1, H, W)``, or uint8 ``(N, 28, 28)`` when ``raw_input``): no preprocessing,
+        no checks (the Open Inference Protocol path checks tensors itself)."""
+        return self._run(x)

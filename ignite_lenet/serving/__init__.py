@@ -6,7 +6,8 @@
     app = create_app(Settings(model="exports/lenet5.onnx"))
 
 ``settings`` (the typed configuration, the one home of defaults and limits), ``app`` (``create_app``: lifespan,
-routers, handlers, middleware), ``api`` (/v1/predict), ``ops`` (/healthz, /metrics), ``page`` (/),
+routers, handlers, middleware), ``api`` (/v1/predict), ``oip`` (the Open Inference Protocol v2: /v2/...) and
+``tensors`` (its tensors <-> numpy), ``ops`` (/healthz, /metrics), ``page`` (/),
 ``classify`` (bytes to predictions, on worker threads), ``errors``, ``middleware``, ``metrics``, ``schemas``
 (the OpenAPI shapes), ``server`` (uvicorn: limits, timeouts, workers, graceful shutdown).
 """

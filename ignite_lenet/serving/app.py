@@ -23,7 +23,7 @@ from ignite_lenet import __version__
 from ignite_lenet.files import model_file_kind
 from ignite_lenet.inference.loading import load_classifier
 from ignite_lenet.inference.onnx_runtime import OnnxClassifier
-from ignite_lenet.serving import api, ops, page
+from ignite_lenet.serving import api, oip, ops, page
 from ignite_lenet.serving.batcher import Batcher
 from ignite_lenet.serving.classify import Limits
 from ignite_lenet.serving.errors import install_error_handlers
@@ -105,11 +105,13 @@ def create_app(settings: Settings, classifier: OnnxClassifier | None = None) -> 
     app.include_router(ops.router)
     app.include_router(api.router, dependencies=[Security(api.require_token)] if settings.token_file else [])
     app.include_router(page.router)
+    oip.include(app, guard=[Security(api.require_token)] if settings.token_file else [])
     install_error_handlers(app)
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes)
     if settings.allowed_hosts() is not None:
         app.add_middleware(AllowedHosts, names=settings.allowed_hosts())
-    paths = frozenset(route.path for router in (ops.router, api.router, page.router) for route in router.routes)
+    paths = frozenset(route.path for router in (ops.router, api.router, page.router, oip.health_router, oip.router)
+                      for route in router.routes)
     app.add_middleware(RecordMetrics, metrics=app.state.metrics, paths=paths)  # outermost: counts the 413s too
     return app
 

@@ -211,11 +211,17 @@ def encode(obj: Any) -> bytes:
 
 def run_batch(clf: Classifier, works: Sequence[Work], limits: Limits) -> None:
     """One slice of each work (opening it first if need be), with one call of the model for every image decoded;
-    a work whose last slice this was gets its ``outcome``. A cancelled work stops at its next image."""
+    a work whose last slice this was gets its ``outcome``. A cancelled work stops at its next image.
+
+    A work of another kind of job (``oip.InferJob``: tensors, decoded already) is one slice: its type's
+    ``run_batch(classifier, jobs)`` answers every job of that type in the batch, in order, with one model call."""
+    _run_others([work for work in works if not isinstance(work.job, Job)], clf)
     digits: list[np.ndarray] = []
     inverted: list[bool] = []
     decoded: list[Item] = []
     for work in works:
+        if not isinstance(work.job, Job):
+            continue
         if work.items is None:
             work.open(limits)
         if work.outcome is not None:
@@ -239,3 +245,12 @@ def run_batch(clf: Classifier, works: Sequence[Work], limits: Limits) -> None:
     for work in works:
         if work.outcome is None and not work.cancelled and work.remaining() == 0:
             work.finish()
+
+
+def _run_others(works: Sequence[Work], clf: Classifier) -> None:
+    kinds: dict[type, list[Work]] = {}
+    for work in works:
+        kinds.setdefault(type(work.job), []).append(work)
+    for kind, same in kinds.items():
+        for work, outcome in zip(same, kind.run_batch(clf, [work.job for work in same])):
+            work.outcome = outcome

@@ -130,3 +130,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(ClientGone, _client_gone)
     app.add_exception_handler(Exception, _unexpected)
+
+
+class NotFound(ServiceError):
+    """An unknown model or model version (the Open Inference Protocol's /v2/models/NAME routes)."""
+
+    status = 404

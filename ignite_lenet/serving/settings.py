@@ -12,6 +12,7 @@ import ipaddress
 import json
 import os
 import stat
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from ignite_lenet.spec import DEFAULT_MODEL
 SETTINGS_ENV = "IGNITE_LENET_SERVE_SETTINGS"  # JSON of the settings, for worker processes
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 MiB = 1024 * 1024
+MODEL_NAME = re.compile(r"[A-Za-z0-9_.-]{1,100}")  # a name that is one URL path segment as it is
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,9 @@ class Settings:
                                       "default: the loopback names (localhost, 127.0.0.1, ::1) when --host is a "
                                       "loopback address, any otherwise. Others get 400: a DNS-rebinding page cannot "
                                       "read a loopback server", metavar="HOST[,HOST...]")
+    model_name: str | None = option(None, "the model's name in the Open Inference Protocol routes, /v2/models/NAME "
+                                    "(default: the export's: lenet5 for lenet5.onnx, lenet5.raw for lenet5.raw.onnx, "
+                                    "the model directory's name in a Triton model repository)", metavar="NAME")
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -87,6 +92,8 @@ class Settings:
         if self.allowed_host is not None and not all(_host_pattern(h) for h in self.allowed_host.split(",")):
             raise ValueError(f"--allowed-host must be host names separated by commas, or '*', got "
                              f"{self.allowed_host[:80]!r}")
+        if self.model_name is not None and not MODEL_NAME.fullmatch(str(self.model_name)):
+            raise ValueError(f"--model-name must be 1 to 100 letters, digits, '.', '_' or '-', got {self.model_name!r}")
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
 
