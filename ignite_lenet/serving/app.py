@@ -26,6 +26,7 @@ from ignite_lenet.inference.onnx_runtime import OnnxClassifier
 from ignite_lenet.serving import api, ops, page
 from ignite_lenet.serving.batcher import Batcher
 from ignite_lenet.serving.errors import install_error_handlers
+from ignite_lenet.serving.fast_predict import FastPredict
 from ignite_lenet.serving.metrics import Metrics
 from ignite_lenet.serving.middleware import BodyLimits, RecordMetrics
 from ignite_lenet.serving.settings import Settings, read_token
@@ -92,6 +93,7 @@ def create_app(settings: Settings, classifier: OnnxClassifier | None = None) -> 
     app.include_router(api.router, dependencies=[Security(api.require_token)] if settings.token_file else [])
     app.include_router(page.router)
     install_error_handlers(app)
+    app.add_middleware(FastPredict, state=app.state, route=api.router.routes[0])  # innermost: POST /v1/predict
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes)
     paths = frozenset(route.path for router in (ops.router, api.router, page.router) for route in router.routes)
     app.add_middleware(RecordMetrics, metrics=app.state.metrics, paths=paths)  # outermost: counts the 413s too
