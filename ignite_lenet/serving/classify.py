@@ -70,13 +70,24 @@ def decode(data: bytes, name: str, max_pixels: int, invert: bool | None = None) 
 def _rows(clf: Classifier, digits: list[np.ndarray], inverted: list[bool]) -> list[dict[str, Any]]:
     """One record per digit, from one call of the model: the class, its probability, all ten, the polarity."""
     labels, probs = clf.predict(np.stack(digits))
-    rounded = probs.astype(np.float64).round(6)
-    return [{"label": int(label), "probability": float(p[label]), "probabilities": p.tolist(), "inverted": inv}
+    rounded = probs.astype(np.float64).round(6).tolist()  # one conversion to Python floats for the whole batch
+    return [{"label": label, "probability": p[label], "probabilities": p, "inverted": inv}
             for label, p, inv in zip(labels.tolist(), rounded, inverted)]
 
 
 def encode(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+SINGLE = '{{"predictions":[{{"label":{},"probability":{!r},"probabilities":[{}],"inverted":{}}}]}}'
+
+
+def encode_single(row: dict[str, Any]) -> bytes:
+    """``encode({"predictions": [row]})`` byte for byte (``json`` writes an int with ``int.__repr__``, a finite
+    float with ``float.__repr__``), by a template: ``json.dumps`` was a tenth of the worker thread's time per
+    image under load."""
+    return SINGLE.format(row["label"], row["probability"], ",".join(map(repr, row["probabilities"])),
+                         "true" if row["inverted"] else "false").encode()
 
 
 def classify_jobs(clf: Classifier, jobs: Sequence[Job], max_pixels: int) -> list[Result | ServiceError]:
@@ -117,7 +128,7 @@ def classify_jobs(clf: Classifier, jobs: Sequence[Job], max_pixels: int) -> list
         elif job.single:
             (_, outcome), = items
             results.append(outcome if isinstance(outcome, ServiceError) else
-                           Result(encode({"predictions": [rows[outcome]]}), 1, []))
+                           Result(encode_single(rows[outcome]), 1, []))
         else:
             results.append(_entries(items, rows))
     return results
