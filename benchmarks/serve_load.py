@@ -44,7 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # helpers.ServerProcess: the tests' way of starting a real server
 
-from helpers import PYTHON, ServerProcess, python_env  # noqa: E402
+from helpers import PYTHON, ServerProcess  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "serving"
 TIME_CAP_S = 300.0  # no scenario runs longer than this, whatever --requests says
@@ -53,6 +53,18 @@ NO_TORCH_LAUNCHER = [PYTHON, "-c", (
     "import runpy, sys\n"
     "try:\n    runpy.run_module('ignite_lenet.serve', run_name='__main__', alter_sys=True)\n"
     "finally:\n    print('torch imported:', any(m.split('.')[0] == 'torch' for m in sys.modules), flush=True)\n")]
+
+
+def launcher(checkout: str, base: list[str] | None = None) -> list[str] | None:
+    """A server command that imports the package from ``checkout`` (first on ``sys.path``, which the workers'
+    interpreters copy: ``PYTHONPATH`` alone loses to the working directory of ``python -m``) and says which."""
+    if not checkout:
+        return base
+    code = (base or [PYTHON, "-c", "import runpy\nrunpy.run_module('ignite_lenet.serve', run_name='__main__', "
+                                   "alter_sys=True)\n"])[2]
+    first = (f"import sys\nsys.path.insert(0, {str(Path(checkout).resolve())!r})\nimport ignite_lenet\n"
+             "print('package:', ignite_lenet.__file__, flush=True)\n")
+    return [PYTHON, "-c", first + code]
 
 
 @dataclass
@@ -251,9 +263,8 @@ def mnist_pngs(data_dir: str, count: int) -> tuple[list[bytes], list[int]]:
 def cold_start(model: str, repeats: int, checkout: str = "") -> dict:
     """Process start to the first 200 on /healthz, and whether that process ever imported torch."""
     times, torch_seen = [], []
-    env = {**python_env(), "PYTHONPATH": str(Path(checkout).resolve())} if checkout else None
     for _ in range(repeats):
-        server = ServerProcess(model, "--no-access-log", launcher=NO_TORCH_LAUNCHER, env=env).start()
+        server = ServerProcess(model, "--no-access-log", launcher=launcher(checkout, NO_TORCH_LAUNCHER)).start()
         times.append(server.ready_s)
         server.stop()
         torch_seen.append(any(line == "torch imported: True" for line in server.lines))
@@ -281,8 +292,10 @@ def measure(model: str, data_dir: str, requests: int, connections: int, batch: i
     for repeat in range(repeats):
         for n in workers:
             for tree in trees:
-                env = {**python_env(), "PYTHONPATH": str(Path(tree).resolve())} if tree else None
-                with ServerProcess(model, "--workers", str(n), "--no-access-log", env=env) as server:
+                with ServerProcess(model, "--workers", str(n), "--no-access-log", launcher=launcher(tree)) as server:
+                    if tree:  # the package really came from there
+                        package = str(Path(tree).resolve() / "ignite_lenet" / "__init__.py")
+                        assert f"package: {package}" in server.lines, server.lines[:3]
                     # the server answers right before the measurement: the digits' labels come back as expected
                     check = run_load(server.port, "check", n, single[:1], 1, 1, warmup=0)
                     assert check.errors == 0
