@@ -52,7 +52,7 @@ def requests_to_compare(digits) -> list[tuple[str, str, dict]]:
         ("POST", "/v1/predict", {"content": b"", "headers": PNG}),
         ("POST", "/v1/predict", {"content": b"\x89PNG garbage", "headers": PNG}),
         ("POST", "/v1/predict", {"content": blank, "headers": PNG}),
-        ("POST", "/v1/predict", {"content": png_bytes(np.zeros((1100, 1000), np.uint8)), "headers": PNG}),  # 413: pixels
+        ("POST", "/v1/predict", {"content": png_bytes(np.zeros((1100, 1000), np.uint8)), "headers": PNG}),  # 413
         ("POST", "/v1/predict", {"content": form, "headers": form_headers}),
         ("POST", "/v1/predict", {"content": form[:-10], "headers": form_headers}),  # truncated
         ("POST", "/v1/predict", {"content": form, "headers": {"Content-Type": "multipart/form-data"}}),
