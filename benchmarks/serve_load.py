@@ -9,9 +9,18 @@ Side by side in one run, with the same client: ``GET /healthz`` (the stack's cei
 nothing else) and ``POST /v1/predict`` with one real MNIST test digit as a PNG (a different one each request),
 each with 1 and 2 workers; ``POST /v1/predict`` multipart with 256 PNGs per request (images/s); the cold start
 (process start to the first 200 on /healthz, in a process that never imports torch: checked at its exit).
-Scenarios alternate within each repeat, so a slow stretch of a shared machine hits all of them; medians over
-the repeats are reported. Results: ``benchmarks/results/serving/<name>.json``. Numbers are measured and
-printed, never asserted (the smoke test only checks that the benchmark runs and nothing failed).
+When ``wrk`` is installed, the same server also answers ``/healthz`` and the one-PNG predictions driven by wrk
+(``--wrk-seconds`` each, a Lua script cycling through the same 100 PNGs; scenarios ``*_wrk``): a C client that
+needs less of the shared cores than the asyncio one. Scenarios alternate within each repeat, so a slow stretch
+of a shared machine hits all of them; medians over the repeats are reported.
+
+``--checkouts A B`` serves each of several checkouts of the package (each by ``PYTHONPATH``), interleaved within
+every repeat: a before and an after measured side by side in one run, under the same load.
+
+    python benchmarks/serve_load.py --model m.onnx --checkouts /tmp/before . --name before-after
+
+Results: ``benchmarks/results/serving/<name>.json``. Numbers are measured and printed, never asserted (the smoke
+test only checks that the benchmark runs and nothing failed).
 """
 
 from __future__ import annotations
@@ -22,8 +31,12 @@ import io
 import json
 import os
 import platform
+import re
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,6 +53,18 @@ NO_TORCH_LAUNCHER = [PYTHON, "-c", (
     "import runpy, sys\n"
     "try:\n    runpy.run_module('ignite_lenet.serve', run_name='__main__', alter_sys=True)\n"
     "finally:\n    print('torch imported:', any(m.split('.')[0] == 'torch' for m in sys.modules), flush=True)\n")]
+
+
+def launcher(checkout: str, base: list[str] | None = None) -> list[str] | None:
+    """A server command that imports the package from ``checkout`` (first on ``sys.path``, which the workers'
+    interpreters copy: ``PYTHONPATH`` alone loses to the working directory of ``python -m``) and says which."""
+    if not checkout:
+        return base
+    code = (base or [PYTHON, "-c", "import runpy\nrunpy.run_module('ignite_lenet.serve', run_name='__main__', "
+                                   "alter_sys=True)\n"])[2]
+    first = (f"import sys\nsys.path.insert(0, {str(Path(checkout).resolve())!r})\nimport ignite_lenet\n"
+             "print('package:', ignite_lenet.__file__, flush=True)\n")
+    return [PYTHON, "-c", first + code]
 
 
 @dataclass
@@ -171,6 +196,55 @@ def run_load(port: int, scenario: str, workers: int, requests: list[bytes], tota
                 round(1000 * ordered[-1], 3), images_per_request, round(1e6 * cpu / max(done, 1), 1))
 
 
+def wrk_scripts(directory: Path, pngs: list[bytes]) -> dict[str, Path]:
+    """wrk Lua scripts: ``GET /healthz``, and ``POST /v1/predict`` cycling through ``pngs``; both build each request
+    in a ``request()`` function, so the client does the same work per request in both."""
+    bodies = ",".join('"' + "".join(f"\\{byte}" for byte in png) + '"' for png in pngs)
+    scripts = {
+        "healthz_wrk": 'request = function()\n  return wrk.format("GET", "/healthz")\nend\n',
+        "predict_png_wrk": f"local bodies = {{{bodies}}}\nlocal i = 0\nrequest = function()\n  i = i % #bodies + 1\n"
+                           '  return wrk.format("POST", "/v1/predict", {["Content-Type"] = "image/png"}, bodies[i])\n'
+                           "end\n",
+    }
+    paths = {}
+    for scenario, text in scripts.items():
+        paths[scenario] = directory / f"{scenario}.lua"
+        paths[scenario].write_text(text)
+    return paths
+
+
+WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def run_wrk(port: int, scenario: str, workers: int, script: Path, seconds: float, connections: int,
+            server_pid: int | None = None) -> Load:
+    """``wrk`` for ``seconds`` (one thread, ``connections`` keep-alive connections, after a 1 s warm-up); errors are
+    its non-2xx answers and socket errors; the server's CPU per request from /proc, as ``run_load``."""
+    url = f"http://127.0.0.1:{port}"
+    base = ["wrk", "-t1", f"-c{connections}", "--timeout", "5s", "-s", str(script)]
+    subprocess.run([*base, "-d1s", url], capture_output=True, timeout=60, check=True)
+    cpu_before = tree_cpu_s(server_pid) if server_pid else 0.0
+    out = subprocess.run([*base, f"-d{seconds:g}s", "--latency", url], capture_output=True, text=True,
+                         timeout=seconds + 60, check=True).stdout
+    cpu = (tree_cpu_s(server_pid) - cpu_before) if server_pid else float("nan")
+    summary = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)\b", out)  # "51234 requests in 10.00s, 9.1MB read"
+    done, wall = int(summary.group(1)), float(summary.group(2)) * {"ms": 1e-3, "s": 1.0, "m": 60.0}[summary.group(3)]
+
+    def pct(label: str) -> float:
+        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)", out, re.M)
+        return round(float(match.group(1)) * WRK_UNITS[match.group(2)], 3) if match else float("nan")
+
+    maximum = re.search(r"Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", out)
+    errors = 0
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors += int(non_2xx.group(1)) if non_2xx else 0
+    errors += sum(int(n) for n in socket.groups()) if socket else 0
+    return Load(scenario, workers, connections, done, errors, round(wall, 3), round(done / wall, 1), pct("50"),
+                pct("99"), round(float(maximum.group(1)) * WRK_UNITS[maximum.group(2)], 3) if maximum else float("nan"),
+                1, round(1e6 * cpu / max(done, 1), 1))
+
+
 def mnist_pngs(data_dir: str, count: int) -> tuple[list[bytes], list[int]]:
     """The first ``count`` MNIST test digits as PNG files, and their labels."""
     from PIL import Image
@@ -186,11 +260,11 @@ def mnist_pngs(data_dir: str, count: int) -> tuple[list[bytes], list[int]]:
     return pngs, labels[:count].tolist()
 
 
-def cold_start(model: str, repeats: int) -> dict:
+def cold_start(model: str, repeats: int, checkout: str = "") -> dict:
     """Process start to the first 200 on /healthz, and whether that process ever imported torch."""
     times, torch_seen = [], []
     for _ in range(repeats):
-        server = ServerProcess(model, "--no-access-log", launcher=NO_TORCH_LAUNCHER).start()
+        server = ServerProcess(model, "--no-access-log", launcher=launcher(checkout, NO_TORCH_LAUNCHER)).start()
         times.append(server.ready_s)
         server.stop()
         torch_seen.append(any(line == "torch imported: True" for line in server.lines))
@@ -200,46 +274,79 @@ def cold_start(model: str, repeats: int) -> dict:
 
 
 def measure(model: str, data_dir: str, requests: int, connections: int, batch: int, batch_requests: int,
-            repeats: int, workers: tuple[int, ...], cold_repeats: int, log=print) -> dict:
+            repeats: int, workers: tuple[int, ...], cold_repeats: int, log=print, wrk_seconds: float = 0.0,
+            checkouts: tuple[str, ...] = ()) -> dict:
+    """Every scenario with every worker count (and every checkout), interleaved, ``repeats`` times; the medians."""
     pngs, labels = mnist_pngs(data_dir, max(batch, 100))
     single = [http_request("POST", "/v1/predict", png, "image/png") for png in pngs[:100]]
     health = [http_request("GET", "/healthz")]
     body, kind = multipart_body(pngs[:batch])
     batched = [http_request("POST", "/v1/predict", body, kind)]
+    if wrk_seconds and not shutil.which("wrk"):
+        log("  wrk is not installed: no *_wrk scenarios")
+        wrk_seconds = 0.0
+    scratch = Path(tempfile.mkdtemp(prefix="serve-load-"))
+    scripts = wrk_scripts(scratch, pngs[:100]) if wrk_seconds else {}
+    trees = checkouts or ("",)  # "": the package this Python imports
     runs: list[dict] = []
     for repeat in range(repeats):
         for n in workers:
-            with ServerProcess(model, "--workers", str(n), "--no-access-log") as server:
-                # the server answers right before the measurement: the digits' labels come back as expected
-                check = run_load(server.port, "check", n, single[:1], 1, 1, warmup=0)
-                assert check.errors == 0
-                for scenario, reqs, total, conns, per in (
-                        ("healthz", health, requests, connections, 1),
-                        ("predict_png", single, requests, connections, 1),
-                        ("predict_multipart", batched, batch_requests, min(connections, 4 * n), batch)):
-                    result = run_load(server.port, scenario, n, reqs, total, conns, images_per_request=per,
-                                      warmup=min(200, total) if per == 1 else 4, server_pid=server.process.pid)
-                    runs.append({"repeat": repeat, **asdict(result), "images_per_s": round(result.images_per_s, 1)})
-                    log(f"  repeat {repeat} workers {n} {scenario:18s} {result.requests_per_s:9,.0f} req/s "
-                        f"{result.images_per_s:9,.0f} images/s  p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} "
-                        f"ms  errors {result.errors}  server CPU {result.server_cpu_us_per_request:7.1f} us/request  "
-                        f"({result.requests} requests, {result.connections} connections)")
+            for tree in trees:
+                with ServerProcess(model, "--workers", str(n), "--no-access-log", launcher=launcher(tree)) as server:
+                    if tree:  # the package really came from there
+                        package = str(Path(tree).resolve() / "ignite_lenet" / "__init__.py")
+                        assert f"package: {package}" in server.lines, server.lines[:3]
+                    # the server answers right before the measurement: the digits' labels come back as expected
+                    check = run_load(server.port, "check", n, single[:1], 1, 1, warmup=0)
+                    assert check.errors == 0
+                    pid = server.process.pid
+                    results = []
+                    for scenario, reqs, total, conns, per in (
+                            ("healthz", health, requests, connections, 1),
+                            ("predict_png", single, requests, connections, 1),
+                            ("predict_multipart", batched, batch_requests, min(connections, 4 * n), batch)):
+                        results.append(run_load(server.port, scenario, n, reqs, total, conns, images_per_request=per,
+                                                warmup=min(200, total) if per == 1 else 4, server_pid=pid))
+                    for scenario, script in scripts.items():
+                        results.append(run_wrk(server.port, scenario, n, script, wrk_seconds, connections, pid))
+                for result in results:
+                    runs.append({"repeat": repeat, "checkout": tree, **asdict(result),
+                                 "images_per_s": round(result.images_per_s, 1)})
+                    log(f"  repeat {repeat} workers {n} {tree + ' ' if tree else ''}{result.scenario:18s} "
+                        f"{result.requests_per_s:9,.0f} req/s {result.images_per_s:9,.0f} images/s  p50 "
+                        f"{result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  errors {result.errors}  server CPU "
+                        f"{result.server_cpu_us_per_request:7.1f} us/request  ({result.requests} requests, "
+                        f"{result.connections} connections)")
+    shutil.rmtree(scratch, ignore_errors=True)
     summary = {}
-    for n in workers:
-        for scenario in ("healthz", "predict_png", "predict_multipart"):
-            rows = [r for r in runs if r["workers"] == n and r["scenario"] == scenario]
-            summary[f"{scenario}@{n}"] = {
-                **{key: statistics.median(r[key] for r in rows)
-                   for key in ("requests_per_s", "images_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_request")},
-                "errors": sum(r["errors"] for r in rows), "requests": sum(r["requests"] for r in rows),
-                "runs": [r["requests_per_s"] for r in rows]}
-        if summary.get(f"healthz@{n}", {}).get("requests_per_s"):
-            summary[f"predict_vs_healthz@{n}"] = round(summary[f"predict_png@{n}"]["requests_per_s"]
-                                                       / summary[f"healthz@{n}"]["requests_per_s"], 3)
-    cold = cold_start(model, cold_repeats)
-    log(f"  cold start: median {cold['median_s']:.3f} s over {cold_repeats} ({cold['seconds']}); torch imported: "
-        f"{cold['torch_imported']}")
-    return {"summary": summary, "cold_start": cold, "runs": runs}
+    scenarios = ("healthz", "predict_png", "predict_multipart", *scripts)
+    for tree in trees:
+        prefix = f"{tree}:" if len(trees) > 1 else ""
+        for n in workers:
+            for scenario in scenarios:
+                rows = [r for r in runs if r["workers"] == n and r["scenario"] == scenario and r["checkout"] == tree]
+                summary[f"{prefix}{scenario}@{n}"] = {
+                    **{key: statistics.median(r[key] for r in rows)
+                       for key in ("requests_per_s", "images_per_s", "p50_ms", "p99_ms", "server_cpu_us_per_request")},
+                    "max_p99_ms": max(r["p99_ms"] for r in rows),
+                    "errors": sum(r["errors"] for r in rows), "requests": sum(r["requests"] for r in rows),
+                    "runs": [r["requests_per_s"] for r in rows]}
+            for suffix in ("", "_wrk") if scripts else ("",):
+                health_rows = [r for r in runs if r["workers"] == n and r["scenario"] == f"healthz{suffix}"
+                               and r["checkout"] == tree]
+                png_rows = [r for r in runs if r["workers"] == n and r["scenario"] == f"predict_png{suffix}"
+                            and r["checkout"] == tree]
+                # the ratio within each server start (measured a few seconds apart), then the median of those
+                ratios = [p["requests_per_s"] / h["requests_per_s"] for h, p in zip(health_rows, png_rows)
+                          if h["requests_per_s"]]
+                if ratios:
+                    summary[f"{prefix}predict_vs_healthz{suffix}@{n}"] = round(statistics.median(ratios), 3)
+    cold = {}
+    for tree in trees:
+        cold[tree or "."] = cold_start(model, cold_repeats, tree)
+        log(f"  cold start{' ' + tree if tree else ''}: median {cold[tree or '.']['median_s']:.3f} s over "
+            f"{cold_repeats} ({cold[tree or '.']['seconds']}); torch imported: {cold[tree or '.']['torch_imported']}")
+    return {"summary": summary, "cold_start": cold if len(trees) > 1 else cold["."], "runs": runs}
 
 
 def machine() -> dict:
@@ -267,17 +374,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="rounds of every scenario (medians are reported)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="server worker counts to compare")
     parser.add_argument("--cold-starts", type=int, default=5, help="cold starts to time")
+    parser.add_argument("--wrk-seconds", type=float, default=10.0,
+                        help="seconds of each wrk scenario, when wrk is installed (0: none)")
+    parser.add_argument("--checkouts", nargs="+", default=[], metavar="DIR",
+                        help="checkouts of the package to serve, each by PYTHONPATH, interleaved (default: the one "
+                        "this Python imports)")
     parser.add_argument("--name", default=None, help="results file name (default: a timestamp)")
     parser.add_argument("--smoke", action="store_true", help="a few hundred requests, one repeat, no file: a check")
     args = parser.parse_args(argv)
     if args.smoke:
         args.requests, args.batch_requests, args.repeats, args.cold_starts = 300, 4, 1, 1
-        args.connections, args.batch = 8, 32
+        args.connections, args.batch, args.wrk_seconds = 8, 32, min(args.wrk_seconds, 1.0)
     started = time.time()
     info = machine()
     print(f"serving load benchmark: {info['cpu']}, {info['cores']} cores, load {info['load_average_at_start']}")
     result = measure(args.model, args.data_dir, args.requests, args.connections, args.batch, args.batch_requests,
-                     args.repeats, tuple(args.workers), args.cold_starts)
+                     args.repeats, tuple(args.workers), args.cold_starts, wrk_seconds=args.wrk_seconds,
+                     checkouts=tuple(args.checkouts))
     result = {"machine": info, "settings": {k: v for k, v in vars(args).items() if k != "name"},
               "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
               "wall_s": round(time.time() - started, 1), **result}

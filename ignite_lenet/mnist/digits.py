@@ -87,10 +87,14 @@ def normalize_digit(gray: np.ndarray, invert: bool | None = None) -> tuple[np.nd
     20x20 keeping the aspect ratio, placed in 28x28 with its centre of mass at the centre. Raises
     ``NoDigitFound`` for blank, uniform or speck-only images and ``ValueError`` for non-finite pixels.
     """
+    # A server runs this for every image: on a 28x28 digit numpy's per-call overhead is all there is, so the
+    # extremes are computed once (they also tell whether every pixel is finite: NaN and infinities reach them)
+    # and the inverted image's peak is 1 - the lowest pixel (1 - x rounds monotonically: the same bits).
     gray = np.asarray(gray, dtype=np.float64)
     if gray.ndim != 2:
         raise ValueError(f"expected a (H, W) grayscale image, got shape {gray.shape}")
-    if not np.isfinite(gray).all():
+    low, high = (float(gray.min()), float(gray.max())) if gray.size else (0.0, 0.0)
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError("the image has non-finite pixel values (NaN or infinity)")
     height, width = gray.shape
     if min(height, width) < MIN_SIDE:
@@ -98,16 +102,16 @@ def normalize_digit(gray: np.ndarray, invert: bool | None = None) -> tuple[np.nd
                            f"{MIN_SIDE}x{MIN_SIDE})")
     border = _border(gray)
     if invert is None:  # a border lighter than the middle of the image's own range: a light page
-        invert = bool(_median(border) > (gray.min() + gray.max()) / 2)
+        invert = bool(_median(border) > (low + high) / 2)
     if invert:
         gray = 1.0 - gray
         border = 1.0 - border  # the inverted image's border, value for value
     background = _median(border)
-    peak = float(gray.max())
+    peak = 1.0 - low if invert else high
     if peak - background < MIN_CONTRAST:
         raise NoDigitFound("no digit found: the image is blank or uniform")
-    if (height, width) == (SOURCE_SIZE, SOURCE_SIZE):
-        return np.rint(np.clip(gray, 0, 1) * 255).astype(np.uint8), invert
+    if (height, width) == (SOURCE_SIZE, SOURCE_SIZE):  # clip(gray, 0, 1), without np.clip's Python layers
+        return np.rint(np.minimum(np.maximum(gray, 0.0), 1.0) * 255).astype(np.uint8), invert
     ink = np.clip((gray - background) / (peak - background), 0.0, 1.0)
     ink[ink < NOISE_FLOOR] = 0.0
     rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
@@ -228,11 +232,16 @@ def _canvas(gray: np.ndarray, alpha: np.ndarray) -> float:
     return 1.0 if ink_level < 0.5 else 0.0
 
 
+_UNIT_BYTES = np.arange(256, dtype=np.float32) / 255  # each 8-bit value in [0, 1], as float32 division makes it
+
+
 def _channels(image) -> tuple[np.ndarray, np.ndarray | None]:  # noqa: ANN001 - a PIL image
     """Grayscale float32 in [0, 1] and alpha in [0, 1] (or ``None``) of any Pillow mode."""
     mode = image.mode
-    if mode in ("1", "L"):
-        return np.asarray(image if mode == "L" else image.convert("L"), np.float32) / 255, None
+    if mode in ("1", "L"):  # the usual digit: bytes -> floats by a table (np.asarray(image) / 255, same bits)
+        image = image if mode == "L" else image.convert("L")
+        width, height = image.size
+        return _UNIT_BYTES[np.frombuffer(image.tobytes(), np.uint8)].reshape(height, width), None
     if mode.startswith("I") or mode == "F":  # 16/32-bit integers, floats
         values = np.asarray(image, dtype=np.float64)
         if mode.startswith("I;16"):

@@ -11,7 +11,9 @@ import hmac
 
 from fastapi import APIRouter, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import QueryParams, State
 from starlette.responses import Response
+from starlette.types import Receive
 
 from ignite_lenet.serving.classify import Job
 from ignite_lenet.serving.errors import InvalidParameter, ServiceError, Unauthorized, UnsupportedMediaType
@@ -23,7 +25,12 @@ bearer = HTTPBearer(auto_error=False, description="the first line of the server'
 async def require_token(request: Request,
                         credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
     """401 unless the request carries the server's bearer token (compared in constant time)."""
-    token: bytes | None = request.app.state.token
+    check_token(credentials, request.app.state.token)
+
+
+def check_token(credentials: HTTPAuthorizationCredentials | None, token: bytes | None) -> None:
+    """``Unauthorized`` unless ``credentials`` (``bearer``'s reading of the request) carry ``token`` (or there is
+    none)."""
     if token is None:
         return
     if credentials is None:
@@ -35,17 +42,18 @@ async def require_token(request: Request,
 router = APIRouter(prefix="/v1", tags=["predict"])
 
 
-def media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+def media_type(content_type: str) -> str:
+    """``image/png`` of ``Image/PNG; q=1``: the media type of a Content-Type, lower case."""
+    return content_type.split(";", 1)[0].strip().lower()
 
 
-def invert_param(request: Request) -> bool | None:
+def invert_param(query_string: bytes) -> bool | None:
     """The ``invert`` query parameter: true, false, or absent (detect). Parsed here rather than declared as a
     FastAPI ``Query``: its validation was an eighth of the event loop's time per request (documented in
     ``PREDICT_OPENAPI`` instead)."""
-    if not request.scope["query_string"]:  # the usual case: no parsing at all
+    if not query_string:  # the usual case: no parsing at all
         return None
-    value = request.query_params.get("invert")
+    value = QueryParams(query_string).get("invert")
     if value is None:
         return None
     parsed = BOOLEANS.get(value.lower())
@@ -71,20 +79,36 @@ BOOLEANS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0
 )
 async def predict(request: Request) -> Response:
     state = request.app.state
-    invert = invert_param(request)
-    kind = media_type(request)
-    if kind == "multipart/form-data":  # split on the worker thread, with the decoding
-        job = Job(await request.body(), request.headers["content-type"], invert, state.settings.max_files)
-    elif kind.startswith("image/") or kind == "application/octet-stream":
-        job = Job(await request.body(), None, invert)
-    else:
-        shown = kind[:80] or "none"
-        raise UnsupportedMediaType(f"Content-Type {shown} is not accepted: send an image (image/png, image/jpeg, ..., "
-                                   f"application/octet-stream) or multipart/form-data with 'file' parts")
+    invert = invert_param(request.scope["query_string"])
+    content_type = request.headers.get("content-type", "")
+    multipart = is_multipart(content_type)
+    return Response(await classify(state, await request.body(), content_type if multipart else None, invert,
+                                   request.receive),
+                    media_type="application/json")
+
+
+def is_multipart(content_type: str) -> bool:
+    """Whether the body is a multipart form (else one image); ``UnsupportedMediaType`` for anything else."""
+    kind = media_type(content_type)
+    if kind == "multipart/form-data":
+        return True
+    if kind.startswith("image/") or kind == "application/octet-stream":
+        return False
+    shown = kind[:80] or "none"
+    raise UnsupportedMediaType(f"Content-Type {shown} is not accepted: send an image (image/png, image/jpeg, ..., "
+                               f"application/octet-stream) or multipart/form-data with 'file' parts")
+
+
+async def classify(state: State, body: bytes, multipart: str | None, invert: bool | None, receive: Receive) -> bytes:
+    """The JSON body of a prediction: ``body`` (one image, or a multipart form of Content-Type ``multipart``)
+    classified by the app's ``Batcher``, the images counted in the metrics; raises the ``ServiceError`` that
+    refuses the whole request. ``receive``: the request's ASGI receive, its body read (watched for a hang-up)."""
+    # a multipart body is split on the worker thread, with the decoding
+    job = Job(body, multipart, invert, state.settings.max_files) if multipart else Job(body, None, invert)
     try:
         # a request of several images may take many slices: watch for its client hanging up meanwhile (the body is
         # read, so the next ASGI message is the disconnect); one image is one slice, not worth a watcher task
-        result = await state.batcher.submit(job, None if job.single else request.receive)
+        result = await state.batcher.submit(job, None if job.single else receive)
     except ServiceError as e:
         if job.single:  # an image refused (a malformed multipart body is no image)
             state.metrics.image_errors.labels(str(e.status)).inc()
@@ -92,4 +116,4 @@ async def predict(request: Request) -> Response:
     state.metrics.images.inc(result.classified)
     for status in result.refused:
         state.metrics.image_errors.labels(str(status)).inc()
-    return Response(result.body, media_type="application/json")
+    return result.body

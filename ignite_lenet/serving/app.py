@@ -27,6 +27,7 @@ from ignite_lenet.serving import api, oip, ops, page
 from ignite_lenet.serving.batcher import Batcher
 from ignite_lenet.serving.classify import Limits
 from ignite_lenet.serving.errors import install_error_handlers
+from ignite_lenet.serving.fast_predict import FastPredict
 from ignite_lenet.serving.metrics import Metrics
 from ignite_lenet.serving.middleware import AllowedHosts, BodyLimits, RecordMetrics
 from ignite_lenet.serving.settings import Settings, read_token
@@ -107,6 +108,7 @@ def create_app(settings: Settings, classifier: OnnxClassifier | None = None) -> 
     app.include_router(page.router)
     oip.include(app, guard=[Security(api.require_token)] if settings.token_file else [])
     install_error_handlers(app)
+    app.add_middleware(FastPredict, state=app.state, route=api.router.routes[0])  # innermost: POST /v1/predict
     app.add_middleware(BodyLimits, max_bytes=settings.max_body_bytes)
     if settings.allowed_hosts() is not None:
         app.add_middleware(AllowedHosts, names=settings.allowed_hosts())

@@ -143,7 +143,7 @@ class Work:
         assert self.items is not None
         if self.job.single:
             row = self.items[0].outcome
-            self.outcome = row if isinstance(row, ServiceError) else Result(encode({"predictions": [row]}), 1, [])
+            self.outcome = row if isinstance(row, ServiceError) else Result(encode_single(row), 1, [])
             return
         entries: list[dict[str, Any]] = []
         refused: list[int] = []
@@ -200,13 +200,24 @@ def decode(item: Item, invert: bool | None = None) -> tuple[np.ndarray, bool]:
 def _rows(clf: Classifier, digits: list[np.ndarray], inverted: list[bool]) -> list[dict[str, Any]]:
     """One record per digit, from one call of the model: the class, its probability, all ten, the polarity."""
     labels, probs = clf.predict(np.stack(digits))
-    rounded = probs.astype(np.float64).round(6)
-    return [{"label": int(label), "probability": float(p[label]), "probabilities": p.tolist(), "inverted": inv}
+    rounded = probs.astype(np.float64).round(6).tolist()  # one conversion to Python floats for the whole batch
+    return [{"label": label, "probability": p[label], "probabilities": p, "inverted": inv}
             for label, p, inv in zip(labels.tolist(), rounded, inverted)]
 
 
 def encode(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+SINGLE = '{{"predictions":[{{"label":{},"probability":{!r},"probabilities":[{}],"inverted":{}}}]}}'
+
+
+def encode_single(row: dict[str, Any]) -> bytes:
+    """``encode({"predictions": [row]})`` byte for byte (``json`` writes an int with ``int.__repr__``, a finite
+    float with ``float.__repr__``), by a template: ``json.dumps`` was a tenth of the worker thread's time per
+    image under load."""
+    return SINGLE.format(row["label"], row["probability"], ",".join(map(repr, row["probabilities"])),
+                         "true" if row["inverted"] else "false").encode()
 
 
 def run_batch(clf: Classifier, works: Sequence[Work], limits: Limits) -> None:
