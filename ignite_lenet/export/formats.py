@@ -111,6 +111,19 @@ def _onnx_runner(input_name: str) -> Callable[[Path], Runner]:
     return load
 
 
+def write_triton(model: nn.Module, path: Path, metadata: dict[str, str], opset: int | None) -> None:
+    """``lenet5.onnx`` as ``NAME/1/model.onnx`` (``path``, in the repository's staging directory), and
+    ``NAME/config.pbtxt`` from its graph."""
+    write_onnx(model, path, metadata, opset)
+    triton.write_config(path)
+
+
+def _triton_runner(path: Path) -> Runner:
+    """The model as Triton loads it: ``config.pbtxt`` checked against the graph, then ONNX Runtime."""
+    triton.check_repository_config(path)
+    return _onnx_runner(INPUT_NAME)(path)
+
+
 def _torch_runner(load_module: Callable[[Path], nn.Module]) -> Callable[[Path], Runner]:
     def load(path: Path) -> Runner:
         module = load_module(path)
@@ -150,7 +163,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            _torch_runner(load_torchscript)),
     Format("torch-export", lambda model, path, metadata, opset: write_torch_export(model, path, metadata) or [],
            _torch_runner(load_exported_program)),
-    Format("triton", triton.write, triton.load, triton.replace_repository),  # lenet5/{config.pbtxt,1/model.onnx}
+    Format("triton", lambda model, path, metadata, opset: write_triton(model, path, metadata, opset) or [],
+           _triton_runner, triton.replace_repository),  # lenet5/{config.pbtxt,1/model.onnx}
 )}
 # Files derived from lenet5.onnx (``--raw-input``, ``--quantize int8``): written by ``onnx_graph``, reloaded here.
 DERIVED_LOADERS: dict[str, Callable[[Path], Runner]] = {"raw": _onnx_runner(RAW_INPUT_NAME),

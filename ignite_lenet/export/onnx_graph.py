@@ -107,16 +107,8 @@ def raw_input_model(proto: Any) -> Any:
     p = "preprocess/"
     nodes = [
         helper.make_node("Cast", [RAW_INPUT_NAME], [p + "pixels"], to=TensorProto.FLOAT),
-        helper.make_node("MatMul", [p + "pixels", rx], [p + "x_sum"]),  # (B, 28, 32)
-        helper.make_node("Add", [p + "x_sum", hx], [p + "x_rounded"]),
-        helper.make_node("Mul", [p + "x_rounded", sx], [p + "x_shifted"]),  # >> bits: exact (a power of two)
-        helper.make_node("Floor", [p + "x_shifted"], [p + "x_floor"]),
-        helper.make_node("Clip", [p + "x_floor", zero, top], [p + "x_uint8"]),
-        helper.make_node("MatMul", [ry, p + "x_uint8"], [p + "y_sum"]),  # (B, 32, 32)
-        helper.make_node("Add", [p + "y_sum", hy], [p + "y_rounded"]),
-        helper.make_node("Mul", [p + "y_rounded", sy], [p + "y_shifted"]),
-        helper.make_node("Floor", [p + "y_shifted"], [p + "y_floor"]),
-        helper.make_node("Clip", [p + "y_floor", zero, top], [p + "y_uint8"]),
+        *_resampling_pass("x", [p + "pixels", rx], hx, sx, zero, top),  # (B, 28, 32)
+        *_resampling_pass("y", [ry, p + "x_uint8"], hy, sy, zero, top),  # (B, 32, 32)
         helper.make_node("Div", [p + "y_uint8", top], [p + "scaled"]),  # ToTensor's / 255
         helper.make_node("Unsqueeze", [p + "scaled", axes], [float_input]),  # (B, 1, 32, 32)
     ]
@@ -134,6 +126,20 @@ def raw_input_model(proto: Any) -> Any:
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def _resampling_pass(axis: str, product: list[str], half: str, scale: str, zero: str, top: str) -> list[Any]:
+    """One of Pillow's resampling passes as nodes: the weighted sums (``product``'s MatMul), then Pillow's rounding
+    (``+ half``, ``>> bits`` as a multiplication by a power of two: exact) and its clamp to uint8, into
+    ``preprocess/{axis}_uint8``."""
+    from onnx import helper
+
+    p = f"preprocess/{axis}_"
+    return [helper.make_node("MatMul", product, [p + "sum"]),
+            helper.make_node("Add", [p + "sum", half], [p + "rounded"]),
+            helper.make_node("Mul", [p + "rounded", scale], [p + "shifted"]),
+            helper.make_node("Floor", [p + "shifted"], [p + "floor"]),
+            helper.make_node("Clip", [p + "floor", zero, top], [p + "uint8"])]
 
 
 def quantize_int8(fp32_path: Path, path: Path, calibration: np.ndarray) -> None:

@@ -128,23 +128,7 @@ def replace_repository(path: Path, write: Callable[[Path], None], check: Callabl
         shutil.rmtree(staging, ignore_errors=True)
 
 
-# --- the format's entry in export.formats.FORMATS: lenet5.onnx as NAME/1/model.onnx, beside NAME/config.pbtxt ------
-
-def write(model: Any, path: Path, metadata: dict[str, str], opset: int | None) -> list[str]:
-    """``lenet5.onnx`` at ``path`` (``NAME/1/model.onnx`` in the staging directory) and ``NAME/config.pbtxt``
-    from its graph."""
-    from ignite_lenet.export.formats import write_onnx  # formats imports this module for its registry entry
-
-    write_onnx(model, path, metadata, opset)
-    config = path.parent.parent / TRITON_CONFIG
-    write_synced(config, lambda f: f.write(model_config(path).encode()))
-    return []
-
-
-def load(path: Path) -> Any:
-    """The model as Triton loads it: ``config.pbtxt`` checked against the graph, then ONNX Runtime's runner."""
-    from ignite_lenet.export.formats import _onnx_runner
-    from ignite_lenet.spec import INPUT_NAME
-
-    check_repository_config(path)
-    return _onnx_runner(INPUT_NAME)(path)
+def write_config(model_path: Path) -> None:
+    """``NAME/config.pbtxt`` beside ``NAME/1/model.onnx`` (``model_path``), from that graph."""
+    config = model_path.parent.parent / TRITON_CONFIG
+    write_synced(config, lambda f: f.write(model_config(model_path).encode()))
