@@ -25,6 +25,7 @@ import numpy as np
 
 from ignite_lenet.cmdline import EXIT_USAGE, ArgumentParser, int_range, run_cli
 from ignite_lenet.inference.loading import image_files, load_classifier
+from ignite_lenet.inference.onnx_runtime import MAX_THREADS
 from ignite_lenet.inference.predict import predict_files, predict_set, prediction_rows
 from ignite_lenet.mnist.idx import read_idx, read_mnist
 from ignite_lenet.spec import default_data_dir
@@ -32,7 +33,7 @@ from ignite_lenet.spec import default_data_dir
 OUTPUT_FORMATS = ("text", "jsonl", "csv", "json")
 
 
-MAX_BATCH = 1 << 20
+MAX_BATCH = 1 << 20  # images per ONNX Runtime call (not training's MAX_BATCH: inference holds no gradients)
 
 
 def get_args_parser() -> ArgumentParser:
@@ -60,7 +61,7 @@ def get_args_parser() -> ArgumentParser:
                         help="images per inference call (default: %(default)s)")
     parser.add_argument("--provider", default="cpu", choices=["cpu", "cuda"],
                         help="ONNX Runtime execution provider (default: %(default)s)")
-    parser.add_argument("--threads", type=int_range(1, 1024), default=None, metavar="N",
+    parser.add_argument("--threads", type=int_range(1, MAX_THREADS), default=None, metavar="N",
                         help="ONNX Runtime intra-op threads (default: one per core)")
     invert = parser.add_mutually_exclusive_group()
     invert.add_argument("--invert", dest="invert", action="store_const", const=True, default=None,

@@ -14,6 +14,8 @@ import numpy as np
 from ignite_lenet.inference.classifier import Classifier
 from ignite_lenet.spec import SOURCE_SIZE
 
+MAX_THREADS = 1024  # ONNX Runtime intra-op threads at most: a fuse against a typo, far beyond any machine here
+
 _ONNX_TYPES = {"tensor(float)": np.float32, "tensor(uint8)": np.uint8}
 
 
@@ -48,8 +50,8 @@ class OnnxClassifier(Classifier):
                 "--provider cuda: this onnxruntime has no CUDA execution provider "
                 f"(available: {', '.join(ort.get_available_providers())}); install onnxruntime-gpu"
             )
-        if threads is not None and not 1 <= threads <= 1024:
-            raise ValueError(f"threads must be from 1 to 1024, got {threads}")
+        if threads is not None and not 1 <= threads <= MAX_THREADS:
+            raise ValueError(f"threads must be from 1 to {MAX_THREADS}, got {threads}")
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only: a refused model is reported below in one line
         if threads is not None:

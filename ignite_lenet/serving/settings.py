@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ignite_lenet.cmdline import flag_name, option
+from ignite_lenet.inference.onnx_runtime import MAX_THREADS
 from ignite_lenet.mnist.digits import MAX_IMAGE_PIXELS
 from ignite_lenet.spec import DEFAULT_MODEL
 
@@ -65,7 +66,7 @@ class Settings:
                                     "loop (decoding, preprocessing, ONNX Runtime, JSON); requests that arrive "
                                     "meanwhile form the next batch", range=(1, 256))
     onnx_threads: int = option(1, "ONNX Runtime intra-op threads per batch (1 leaves the other cores to the event "
-                               "loop and the other workers)", range=(1, 256))
+                               "loop and the other workers)", range=(1, MAX_THREADS))
     access_log: bool = option(True, "log every request on stdout (uvicorn's access log)",
                               flag="--access-log/--no-access-log")
     log_level: str = option("info", "uvicorn's log level", choices=LOG_LEVELS)
