@@ -169,3 +169,19 @@ def png_bytes(image, fmt: str = "PNG", **params) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **params)
     return buffer.getvalue()
+
+
+def jpeg_with_scans(image, extra_scans: int) -> bytes:
+    """A progressive JPEG of ``image`` with its last scan repeated ``extra_scans`` times more before the end of
+    image: libjpeg decodes every scan over the whole image (a CPU bomb of a few bytes per scan, for a blank image)."""
+    data = png_bytes(image, "JPEG", progressive=True)
+    last, position = None, 2
+    while data[position + 1] != 0xD9:  # walk the marker segments up to the end of image
+        marker, start = data[position + 1], position
+        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+        if marker == 0xDA:  # a scan: its entropy-coded data runs to the next marker (0xFF00 is a stuffed 0xFF)
+            while data[position] != 0xFF or data[position + 1] == 0x00 or 0xD0 <= data[position + 1] <= 0xD7:
+                position += 1
+            last = data[start:position]
+    assert last is not None, "not a progressive JPEG"
+    return data[:position] + last * extra_scans + data[position:]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -140,6 +140,10 @@ def _box_reduce(array: np.ndarray, factor: int) -> np.ndarray:
 # so the pixel limits hold before the work. (Pillow would otherwise try ~40 plugins on untrusted bytes; its ICO
 # plugin, for one, reports the directory's claimed size and decodes the embedded PNG at its real one.)
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM")
+# A progressive JPEG is decoded scan by scan over the whole image, and a scan can be 14 bytes: 10,000 of them in a
+# 164 KB file of 2000x2000 pixels cost libjpeg 22 s, within every pixel limit. Pillow's own progressive files have
+# 6 (gray) or 10 (color) scans, mozjpeg's about as many; more than this is refused before decoding.
+MAX_JPEG_SCANS = 32  # ~75 ms for a 4-megapixel image at most (--max-image-pixels's default)
 
 
 def open_image(source: str | Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS, name: str | None = None):  # noqa: ANN201 - a PIL image
@@ -172,7 +176,26 @@ def open_image(source: str | Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS
         image.close()
         raise ImageTooLarge(f"{label}: {width}x{height} pixels is above the limit of {max_pixels:,} "
                             f"(a decompression bomb, or far larger than a digit needs)")
+    scans = _jpeg_scans(image)
+    if scans > MAX_JPEG_SCANS:
+        image.close()
+        raise ImageTooLarge(f"{label}: a JPEG of {scans:,} scans is above the limit of {MAX_JPEG_SCANS} (each scan "
+                            f"is decoded over the whole image: a CPU bomb)")
     return image
+
+
+def _jpeg_scans(image: Any) -> int:
+    """How many scans a JPEG file holds at most (its start-of-scan markers: entropy-coded data never holds one, as
+    it stuffs every 0xFF; a marker's bytes inside a comment count too, which only over-counts); 0 for others."""
+    if image.format != "JPEG":
+        return 0
+    fp = image.fp
+    position = fp.tell()
+    try:
+        fp.seek(0)
+        return fp.read().count(b"\xff\xda")
+    finally:
+        fp.seek(position)
 
 
 def _describe(error: Exception, source: object, label: object) -> str:

@@ -233,3 +233,25 @@ def test_only_the_listed_formats_are_opened_and_sizes_are_checked_before_decodin
     assert opened.size == (640, 480) and opened.tile  # its tiles still to decode: nothing decoded yet
     with pytest.raises(ImageTooLarge, match="640x480"):
         open_image(_png(Image.new("L", (640, 480))), max_pixels=300_000)
+
+
+def test_a_jpeg_of_too_many_scans_is_refused_before_decoding(mnist_dir):
+    from helpers import jpeg_with_scans, png_bytes
+
+    from ignite_lenet.mnist.digits import MAX_JPEG_SCANS, open_image
+
+    test, _ = read_mnist(mnist_dir, "test", download=False)
+    digit = Image.fromarray(test[0]).resize((280, 280))  # a real MNIST digit, as large as a drawn one
+    reference, _ = normalize_digit(read_gray(io.BytesIO(png_bytes(digit)), name="digit.png"))
+    gray_scans = 6  # Pillow's progressive script for one component
+    colour = png_bytes(digit.convert("RGB"), "JPEG", progressive=True)  # 10 scans
+    normalized, _ = normalize_digit(read_gray(io.BytesIO(colour), name="colour.jpg"))
+    assert np.abs(normalized.astype(int) - reference).mean() < 8  # the same digit, JPEG's losses aside
+    # at the limit: decoded (the repeated refinement scans change its pixels, not whether it is read)
+    assert read_gray(io.BytesIO(jpeg_with_scans(digit, MAX_JPEG_SCANS - gray_scans)), name="limit.jpg").shape == (280, 280)
+    bomb = jpeg_with_scans(Image.new("L", (2000, 2000)), 10_000)  # 164 KB; libjpeg took 22 s to decode it
+    assert len(bomb) < 200_000
+    with pytest.raises(ImageTooLarge, match=f"bomb.jpg: a JPEG of 10,006 scans is above the limit of {MAX_JPEG_SCANS}"):
+        open_image(io.BytesIO(bomb), name="bomb.jpg")
+    with pytest.raises(ImageTooLarge, match=f"of {MAX_JPEG_SCANS + 1} scans"):
+        read_gray(io.BytesIO(jpeg_with_scans(digit, MAX_JPEG_SCANS + 1 - gray_scans)), name="one.jpg")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
-from helpers import ServerProcess, png_bytes
+from helpers import ServerProcess, jpeg_with_scans, png_bytes
 from PIL import Image
 
 TOKEN = "hostile-test-token-0123456789"
@@ -333,6 +333,18 @@ def test_only_the_formats_we_mean_to_read_are_opened(hostile):
     assert reply.seconds < 0.5 and time.monotonic() - started < 0.5  # nothing decoded (it took 0.4 s and 140 MB)
     body, kind = multipart([("file", f"{i}.ico", ico) for i in range(29)])
     assert exchange(hostile.port, request("POST", "/v1/predict", body, kind)).status == 200  # each refused alone
+
+
+def test_a_jpeg_of_thousands_of_scans_is_refused_before_decoding(hostile):
+    from ignite_lenet.mnist.digits import MAX_JPEG_SCANS
+
+    bomb = jpeg_with_scans(Image.new("L", (1000, 1000)), 10_000)  # 146 KB: ~6 s of libjpeg before the limit
+    reply = exchange(hostile.port, request("POST", "/v1/predict", bomb, "image/jpeg"))
+    assert reply.status == 413, reply
+    assert f"a JPEG of 10,006 scans is above the limit of {MAX_JPEG_SCANS}" in reply.json_error()
+    body, kind = multipart([("file", f"{i}.jpg", bomb) for i in range(6)])  # under --max-body-bytes: each refused
+    reply = exchange(hostile.port, request("POST", "/v1/predict", body, kind))
+    assert reply.status == 200 and {p["status"] for p in json.loads(reply.body)["predictions"]} == {413}
 
 
 def rss_kib(pid: int) -> int:
