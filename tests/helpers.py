@@ -185,3 +185,13 @@ def jpeg_with_scans(image, extra_scans: int) -> bytes:
             last = data[start:position]
     assert last is not None, "not a progressive JPEG"
     return data[:position] + last * extra_scans + data[position:]
+
+
+def png_with_chunks(png: bytes, chunks: int) -> bytes:
+    """``png`` with ``chunks`` empty private ancillary chunks after its header (12 bytes each, read one by one)."""
+    import struct
+    import zlib
+
+    empty = struct.pack(">I", 0) + b"zzZz" + struct.pack(">I", zlib.crc32(b"zzZz"))
+    ihdr_end = 8 + 8 + 13 + 4  # signature, length and type, IHDR's 13 bytes, CRC
+    return png[:ihdr_end] + empty * chunks + png[ihdr_end:]

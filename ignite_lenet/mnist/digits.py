@@ -158,6 +158,7 @@ def open_image(source: str | Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS
     from PIL import Image
 
     label = source if name is None else name  # what the messages call the image
+    _check_png_size(source, label)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -182,6 +183,34 @@ def open_image(source: str | Path | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS
         raise ImageTooLarge(f"{label}: a JPEG of {scans:,} scans is above the limit of {MAX_JPEG_SCANS} (each scan "
                             f"is decoded over the whole image: a CPU bomb)")
     return image
+
+
+def _check_png_size(source: str | Path | BinaryIO, label: object) -> None:
+    """``ImageTooLarge`` for a PNG file larger than its pixels can need: twice their raw size (its rows unfiltered,
+    uncompressed) plus ``PNG_SLACK`` for its other chunks. Pillow reads a PNG chunk by chunk in Python, ~0.17 us per
+    byte of tiny chunks, so 4 MiB of empty chunks around 28x28 pixels cost 0.5-0.7 s to open and load; checked from
+    the header and the file's size, before Pillow reads a chunk."""
+    if isinstance(source, (str, Path)):
+        with open(source, "rb") as f:
+            return _check_png_size(f, label)
+    position = source.tell()
+    try:
+        header = source.read(26)
+        size = source.seek(0, 2) - position
+    finally:
+        source.seek(position)
+    if len(header) < 26 or not header.startswith(b"\x89PNG\r\n\x1a\n") or header[12:16] != b"IHDR":
+        return  # not a PNG (or a broken one: Pillow says so)
+    width, height = int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+    bits = header[24] * PNG_CHANNELS.get(header[25], 4)
+    need = 2 * height * (1 + (width * bits + 7) // 8) + PNG_SLACK
+    if size > need:
+        raise ImageTooLarge(f"{label}: a PNG of {size:,} bytes for {width}x{height} pixels is above the limit of "
+                            f"{need:,} (its other chunks cost time to read: a CPU bomb)")
+
+
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples per pixel of each PNG colour type
+PNG_SLACK = 64 * 1024  # bytes for the chunks besides the pixels: a colour profile, text, EXIF
 
 
 def _jpeg_scans(image: Any) -> int:

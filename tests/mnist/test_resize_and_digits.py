@@ -255,3 +255,23 @@ def test_a_jpeg_of_too_many_scans_is_refused_before_decoding(mnist_dir):
         open_image(io.BytesIO(bomb), name="bomb.jpg")
     with pytest.raises(ImageTooLarge, match=f"of {MAX_JPEG_SCANS + 1} scans"):
         read_gray(io.BytesIO(jpeg_with_scans(digit, MAX_JPEG_SCANS + 1 - gray_scans)), name="one.jpg")
+
+
+def test_a_png_larger_than_its_pixels_can_need_is_refused_before_its_chunks_are_read(mnist_dir):
+    from helpers import png_bytes, png_with_chunks
+
+    from ignite_lenet.mnist.digits import PNG_SLACK, open_image
+
+    test, _ = read_mnist(mnist_dir, "test", download=False)
+    digit = png_bytes(test[0])
+    reference, _ = normalize_digit(read_gray(io.BytesIO(digit), name="digit.png"))
+    padded = png_with_chunks(digit, PNG_SLACK // 12 - 200)  # metadata within the slack: read as ever
+    normalized, _ = normalize_digit(read_gray(io.BytesIO(padded), name="padded.png"))
+    assert np.array_equal(normalized, reference)
+    flood = png_with_chunks(digit, 300_000)  # 3.6 MB around 784 pixels: Pillow took 0.6 s to read its chunks
+    with pytest.raises(ImageTooLarge, match=r"flood.png: a PNG of 3,600,\d{3} bytes for 28x28 pixels is above the "
+                                            r"limit of 67,160"):
+        open_image(io.BytesIO(flood), name="flood.png")
+    stored = png_bytes(Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 300, 4), np.uint8)),
+                       compress_level=0)  # uncompressed RGBA: the largest a PNG of its pixels honestly is
+    assert open_image(io.BytesIO(stored)).size == (300, 300)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import httpx
 import pytest
-from helpers import ServerProcess, jpeg_with_scans, png_bytes
+from helpers import ServerProcess, jpeg_with_scans, png_bytes, png_with_chunks
 from PIL import Image
 
 TOKEN = "hostile-test-token-0123456789"
@@ -335,13 +335,17 @@ def test_only_the_formats_we_mean_to_read_are_opened(hostile):
     assert exchange(hostile.port, request("POST", "/v1/predict", body, kind)).status == 200  # each refused alone
 
 
-def test_a_jpeg_of_thousands_of_scans_is_refused_before_decoding(hostile):
+def test_images_cheap_to_send_and_slow_to_read_are_refused_before_decoding(hostile):
+    """A JPEG of thousands of scans, a PNG of thousands of empty chunks: 413 naming the limit."""
     from ignite_lenet.mnist.digits import MAX_JPEG_SCANS
 
     bomb = jpeg_with_scans(Image.new("L", (1000, 1000)), 10_000)  # 146 KB: ~6 s of libjpeg before the limit
     reply = exchange(hostile.port, request("POST", "/v1/predict", bomb, "image/jpeg"))
     assert reply.status == 413, reply
     assert f"a JPEG of 10,006 scans is above the limit of {MAX_JPEG_SCANS}" in reply.json_error()
+    flood = png_with_chunks(png_bytes(Image.new("L", (28, 28))), 80_000)  # 960 KB of empty chunks, 784 pixels
+    reply = exchange(hostile.port, request("POST", "/v1/predict", flood, "image/png"))
+    assert reply.status == 413 and "a PNG of 960,0" in reply.json_error() and "for 28x28 pixels" in reply.json_error()
     body, kind = multipart([("file", f"{i}.jpg", bomb) for i in range(6)])  # under --max-body-bytes: each refused
     reply = exchange(hostile.port, request("POST", "/v1/predict", body, kind))
     assert reply.status == 200 and {p["status"] for p in json.loads(reply.body)["predictions"]} == {413}
