@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ignite_lenet.cmdline import flag_name, option
+from ignite_lenet.cmdline import check_fields, option
 from ignite_lenet.inference.onnx_runtime import MAX_THREADS
 from ignite_lenet.mnist.digits import MAX_IMAGE_PIXELS
 from ignite_lenet.spec import DEFAULT_MODEL
@@ -79,24 +79,14 @@ class Settings:
                                     "the model directory's name in a Triton model repository)", metavar="NAME")
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            value, bounds = getattr(self, f.name), f.metadata.get("range")
-            if bounds is None:
-                continue
-            kind = float if isinstance(bounds[0], float) else int
-            if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) or not (
-                    bounds[0] <= value <= bounds[1]):
-                raise ValueError(f"{flag_name(f.name)} must be {'a number' if kind is float else 'an integer'} from "
-                                 f"{bounds[0]:,} to {bounds[1]:,}, got {value!r}")
-        if not isinstance(self.host, str) or not self.host.strip():
+        check_fields(self)  # every field against its annotation, range and choices
+        if not self.host.strip():
             raise ValueError(f"--host must be an address, got {self.host!r}")
         if self.allowed_host is not None and not all(_host_pattern(h) for h in self.allowed_host.split(",")):
             raise ValueError(f"--allowed-host must be host names separated by commas, or '*', got "
                              f"{self.allowed_host[:80]!r}")
         if self.model_name is not None and not MODEL_NAME.fullmatch(str(self.model_name)):
             raise ValueError(f"--model-name must be 1 to 100 letters, digits, '.', '_' or '-', got {self.model_name!r}")
-        if self.log_level not in LOG_LEVELS:
-            raise ValueError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
 
     def allowed_hosts(self) -> frozenset[str] | None:
         """The Host names ``--allowed-host`` accepts (lower case, no port, no brackets), or None for any."""
