@@ -6,6 +6,7 @@ error) and ``predict_set`` (whole arrays, with accuracy and images/s) are the co
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,15 @@ from ignite_lenet.spec import CLASS_NAMES
 DECIMALS = 6  # probabilities in records: float32 carries about 7 significant digits
 
 
-def prediction_record(label: int, probabilities: np.ndarray, inverted: bool | None = None, *, top_k: int = 1,
-                      with_probabilities: bool = True, class_names: tuple[str, ...] = CLASS_NAMES,
+def prediction_record(label: int, probabilities: Sequence[float], inverted: bool | None = None, *, top_k: int = 1,
+                      with_probabilities: bool = True, class_names: tuple[str, ...] | None = CLASS_NAMES,
                       decimals: int | None = DECIMALS) -> dict[str, Any]:
     """One prediction as a JSON-able dict: ``{"label", "probability"[, "top_k"][, "probabilities"][, "inverted"]}``.
 
     Args:
-        label: the predicted class index; the record names it by ``class_names`` (``"7"``).
-        probabilities: the ``(num_classes,)`` probabilities of the image.
+        label: the predicted class index; the record names it by ``class_names`` (``"7"``), or gives the index
+            itself with ``class_names=None`` (the HTTP API's ``"label": 7``).
+        probabilities: the ``(num_classes,)`` probabilities of the image (an array, or Python floats).
         inverted: whether the image was inverted to white-on-black (``mnist.digits.load_digit``); left out when
             ``None`` (arrays, which are taken as they are).
         top_k: with ``top_k > 1``, ``"top_k"``: the ``[class name, probability]`` pairs of the k likeliest classes.
@@ -34,12 +36,16 @@ def prediction_record(label: int, probabilities: np.ndarray, inverted: bool | No
     def shown(value: Any) -> float:
         return float(value) if decimals is None else round(float(value), decimals)
 
-    record: dict[str, Any] = {"label": class_names[label], "probability": shown(probabilities[label])}
+    def name(index: int) -> str | int:
+        return index if class_names is None else class_names[index]
+
+    record: dict[str, Any] = {"label": name(label), "probability": shown(probabilities[label])}
     if top_k > 1:
-        order = np.argsort(-probabilities, kind="stable")[:top_k]
-        record["top_k"] = [[class_names[i], shown(probabilities[i])] for i in order]
+        order = np.argsort(-np.asarray(probabilities), kind="stable")[:top_k]
+        record["top_k"] = [[name(int(i)), shown(probabilities[i])] for i in order]
     if with_probabilities:
-        record["probabilities"] = [shown(v) for v in probabilities]
+        values = probabilities.tolist() if isinstance(probabilities, np.ndarray) else list(probabilities)
+        record["probabilities"] = values if decimals is None else [round(v, decimals) for v in values]
     if inverted is not None:
         record["inverted"] = inverted
     return record

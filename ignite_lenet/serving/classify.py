@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ignite_lenet.inference.classifier import Classifier
+from ignite_lenet.inference.predict import DECIMALS, prediction_record
 from ignite_lenet.mnist.digits import ImageTooLarge, NoDigitFound, decode_gray, normalize_digit, open_image
 from ignite_lenet.serving.errors import BadRequest, NoDigit, ServiceError, TooLarge
 from ignite_lenet.serving.multipart import file_parts
@@ -200,8 +201,8 @@ def decode(item: Item, invert: bool | None = None) -> tuple[np.ndarray, bool]:
 def _rows(clf: Classifier, digits: list[np.ndarray], inverted: list[bool]) -> list[dict[str, Any]]:
     """One record per digit, from one call of the model: the class, its probability, all ten, the polarity."""
     labels, probs = clf.predict(np.stack(digits))
-    rounded = probs.astype(np.float64).round(6).tolist()  # one conversion to Python floats for the whole batch
-    return [{"label": label, "probability": p[label], "probabilities": p, "inverted": inv}
+    rounded = probs.astype(np.float64).round(DECIMALS).tolist()  # one conversion to Python floats for the batch
+    return [prediction_record(label, p, inv, class_names=None, decimals=None)
             for label, p, inv in zip(labels.tolist(), rounded, inverted)]
 
 

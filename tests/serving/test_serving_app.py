@@ -13,7 +13,7 @@ from helpers import PYTHON, png_bytes, python_env
 from PIL import Image
 
 from ignite_lenet.inference import OnnxClassifier
-from ignite_lenet.mnist.digits import load_digit
+from ignite_lenet.inference.predict import predict_files
 from ignite_lenet.serving import Settings, create_app
 
 PNG = {"Content-Type": "image/png"}
@@ -36,18 +36,25 @@ def test_healthz_once_the_model_is_loaded(client, serving_model):
     assert body["status"] == "ok" and body["model"] == serving_model.name and len(body["classes"]) == 10
 
 
-def test_one_png_gives_the_same_prediction_as_the_predict_path(client, serving_model, digits, tmp_path):
+def test_one_png_gives_the_same_prediction_record_as_the_predict_command(client, serving_model, digits, tmp_path):
+    """One record for both (``inference.predict.prediction_record``): the same keys, the same numbers; the server's
+    label is the class index where the command line names the class."""
     clf = OnnxClassifier(serving_model)
-    for digit in digits[:20]:
-        path = tmp_path / "digit.png"
-        path.write_bytes(digit.png)
-        expected_labels, expected = clf.predict(load_digit(path)[0][None])  # what python -m ignite_lenet.predict does
+    paths = []
+    for i, digit in enumerate(digits[:20]):
+        paths.append(tmp_path / f"digit{i}.png")
+        paths[-1].write_bytes(digit.png)
+    records, errors = predict_files(clf, paths, invert=None, batch_size=8)  # what python -m ignite_lenet.predict does
+    assert not errors and len(records) == 20
+    for digit, record in zip(digits, records):
         response = predict_one(client, digit.png)
         assert response.status_code == 200, response.text
         (prediction,) = response.json()["predictions"]
-        assert prediction["label"] == int(expected_labels[0]) and isinstance(prediction["label"], int)
-        assert len(prediction["probabilities"]) == 10 and prediction["inverted"] is False
-        np.testing.assert_allclose(prediction["probabilities"], expected[0], atol=1e-6)
+        assert list(prediction) == [k for k in record if k != "path"] == ["label", "probability", "probabilities",
+                                                                          "inverted"]
+        assert isinstance(prediction["label"], int) and str(prediction["label"]) == record["label"]
+        assert prediction["inverted"] is record["inverted"] is False
+        np.testing.assert_allclose(prediction["probabilities"], record["probabilities"], atol=1e-6)
         assert prediction["probability"] == max(prediction["probabilities"])
 
 
