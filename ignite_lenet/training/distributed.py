@@ -12,6 +12,7 @@ from them) unless ``--device cuda`` is given; too few GPUs for ``nccl`` is refus
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import os
@@ -204,6 +205,12 @@ def _worker(local_rank: int, train: Callable[[TrainConfig], dict[str, Any]], cfg
         return train(cfg)
     except (OSError, ValueError) as e:  # one clear line in the launcher, not a traceback per process
         raise WorkerError(" ".join(str(e).split())) from None
+    finally:
+        # The DistributedDataParallel model (its reducer holds the process group) is still alive here, in the
+        # reference cycles of the engines' handlers: freed now, while every rank is up, and not by the collector
+        # at interpreter exit, after idist.finalize() destroyed the group and rank 0 took the store down with it
+        # (a rank then aborted at exit: "terminate called without an active exception").
+        gc.collect()
 
 
 def launch(train: Callable[[TrainConfig], dict[str, Any]], cfg: TrainConfig) -> dict[str, Any] | None:

@@ -1,10 +1,12 @@
 """Data-parallel training with ignite.distributed on real MNIST: spawned, under torchrun, as two "nodes"."""
 
+import gc
 import json
 import os
 import socket
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
@@ -26,7 +28,7 @@ from ignite_lenet.spec import (
 )
 from ignite_lenet.train import main
 from ignite_lenet.training.data import InMemoryLoader
-from ignite_lenet.training.distributed import failure_line, launch, place, threads_per_process
+from ignite_lenet.training.distributed import _worker, failure_line, launch, place, threads_per_process
 from ignite_lenet.training.engines import create_evaluator
 
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))
@@ -153,6 +155,26 @@ def test_two_nodes_with_a_directory_each_never_refuse_each_other(mnist_dir, tmp_
     assert [node.returncode for node in nodes] == [0, 0], errors
     assert read_json(dirs[0] / METRICS)["world_size"] == 2 and not (dirs[0] / RUN_LOCK).exists()
     assert sorted(p.name for p in dirs[1].iterdir()) == [CONFIG]
+
+
+def test_a_worker_frees_what_training_left_in_cycles_before_the_group_is_destroyed():
+    """The trained DistributedDataParallel model lives on in the engines' reference cycles (its reducer holds the
+    process group); a worker frees it before idist.finalize, not the collector at interpreter exit, when rank 0
+    has taken the store down (a rank then aborted: "terminate called without an active exception")."""
+    left: list[weakref.ref] = []
+
+    def train(cfg):
+        model = torch.nn.Linear(2, 2)
+        model.cycle = [model]  # as an engine's handlers hold the model that their closures name
+        left.append(weakref.ref(model))
+        return {"trained": True}
+
+    gc.disable()  # only the worker may collect here
+    try:
+        assert _worker(0, train, TrainConfig(device="cpu", threads=1)) == {"trained": True}
+        assert left[0]() is None
+    finally:
+        gc.enable()
 
 
 def test_a_spawned_job_is_refused_before_it_spawns(mnist_dir, tmp_path, capsys):
