@@ -262,9 +262,9 @@ def _range_error(kind: type, value: float, bounds: tuple[int, int] | Interval) -
     low, high = bounds
     if low <= value <= high:
         return None
-    if kind is float:  # the words of float_range and int_range, so the parser and the check say the same
+    if kind is float:  # float_range's words
         return f"a number from {low:g} to {high:g}"
-    return f"an integer from {low:,} to {high:,}"
+    return f"a positive integer (at most {high:,})" if low == 1 else f"an integer from {low:,} to {high:,}"
 
 
 def check_fields(settings: Any, skip: tuple[str, ...] = ()) -> None:

@@ -66,7 +66,7 @@ def test_a_bad_flag_is_one_line_and_exit_2(argv, message, capsys):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"batch_size": 5000}, "--batch-size must be an integer from 1 to 4,096, got 5000"),
+    ({"batch_size": 5000}, "--batch-size must be a positive integer (at most 4,096), got 5000"),
     ({"batch_size": True}, "--batch-size must be an integer, got True"),
     ({"rate": 0.0}, "--rate must be a number in (0, 1], got 0.0"),
     ({"rate": math.nan}, "--rate must be a finite number, got nan"),
