@@ -34,10 +34,10 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE_CONFIG)
 _EXPORTS = {
     "TrainConfig": "config",
     "RECIPES": "config",
-    "train": "training.run",
-    "build_training": "training.run",
-    "Training": "training.run",
-    "TrainResult": "training.run",
+    "train": "training.job",
+    "build_training": "training.job",
+    "Training": "training.job",
+    "TrainResult": "training.job",
     "load_model": "checkpoints",
     "LeNet5": "model",
 }
@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers; __getattr__ imports t
     from ignite_lenet.checkpoints import load_model  # noqa: F401
     from ignite_lenet.config import RECIPES, TrainConfig  # noqa: F401
     from ignite_lenet.model import LeNet5  # noqa: F401
-    from ignite_lenet.training.run import Training, TrainResult, build_training, train  # noqa: F401
+    from ignite_lenet.training.job import Training, TrainResult, build_training, train  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

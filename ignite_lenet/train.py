@@ -10,7 +10,7 @@
 A run directory has one writer at a time (a second run into it is refused, naming the process that holds it)
 and an earlier run in it is never overwritten without --overwrite; see ``ignite_lenet.training.rundir``.
 
-The work is ``ignite_lenet.training.run.train``; this module parses arguments and turns user errors into one line.
+The work is ``ignite_lenet.training.job.train``; this module parses arguments and turns user errors into one line.
 """
 
 from __future__ import annotations
@@ -41,15 +41,8 @@ def get_args_parser() -> ArgumentParser:
 
 def __getattr__(name: str) -> Any:  # PEP 562: torch is imported when training starts, not to parse flags
     if name in ("TrainingDiverged", "train"):
-        return getattr(importlib.import_module("ignite_lenet.training.run"), name)
+        return getattr(importlib.import_module("ignite_lenet.training.job"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def run(cfg: TrainConfig) -> dict[str, Any]:
-    """Train as ``cfg`` says and return the final metrics (also written to ``metrics.json``)."""
-    from ignite_lenet.training.run import train
-
-    return train(cfg).metrics
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         # imported already, as in a notebook or a test calling main(), there is nothing to overlap with)
         overlap = cfg.nproc_per_node is None and "torch" not in sys.modules
         with prefetch.prefetching(cfg.data_dir) if overlap else contextlib.nullcontext():
-            run(cfg)
+            from ignite_lenet.training.job import train  # torch: imported while MNIST is read
+
+            train(cfg)
 
     def what_next() -> str:  # after Ctrl-C: resume when an epoch was saved, else start over
         return how_to_continue(configs[0].output_dir) if configs else ""
@@ -80,7 +75,7 @@ class _CallableModule(types.ModuleType):
     attribute to it, so calling it calls the function: ``train(epochs=3)`` works either way."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from ignite_lenet.training.run import train
+        from ignite_lenet.training.job import train
 
         return train(*args, **kwargs)
 

@@ -195,3 +195,29 @@ def png_with_chunks(png: bytes, chunks: int) -> bytes:
     empty = struct.pack(">I", 0) + b"zzZz" + struct.pack(">I", zlib.crc32(b"zzZz"))
     ihdr_end = 8 + 8 + 13 + 4  # signature, length and type, IHDR's 13 bytes, CRC
     return png[:ihdr_end] + empty * chunks + png[ihdr_end:]
+
+
+def train_config(mnist_dir: Path, out: Path, **overrides):
+    """A ``TrainConfig`` on the real MNIST copy, writing ``out``, pinned to the CPU: tests compare runs bit for bit,
+    whatever ``--device auto`` would pick."""
+    from ignite_lenet.config import TrainConfig
+
+    return TrainConfig(**{"data_dir": str(mnist_dir), "download": False, "output_dir": str(out), "progress": False,
+                          "device": "cpu", **overrides})
+
+
+def history_without_times(run_dir: Path) -> dict:
+    """A run's ``history.json`` less its wall-clock times: what two equal runs share exactly."""
+    from ignite_lenet.files import read_json
+    from ignite_lenet.spec import HISTORY
+
+    history = read_json(run_dir / HISTORY)
+    history.pop("epoch_time_s")
+    return history
+
+
+def saved_weights(path: Path, key: str = "model") -> dict:
+    """The state_dict stored under ``key`` in a checkpoint file, read as the product reads it."""
+    import torch
+
+    return torch.load(path, weights_only=True)[key]

@@ -1,4 +1,5 @@
-"""The Python API: build a training run from a ``TrainConfig``, attach your own handlers, run it, get objects back.
+"""One training job, the Python API: build it from a ``TrainConfig``, attach your own handlers, run it, get objects
+back.
 
     from ignite_lenet import TrainConfig, build_training, train
 
@@ -143,8 +144,8 @@ class Training:
         engines = self.engines
         with self.determinism, self._holding_run_dir(), quiet_reported_errors(
                 (engines.trainer, engines.train_evaluator, engines.val_evaluator, engines.ema_evaluator)):
-            self._train()
-            return self._test()
+            self._run_epochs()
+            return self._test_best()
 
     def close(self) -> None:
         """Release the run directory and restore torch's flags without running (``run()`` does both itself)."""
@@ -163,7 +164,7 @@ class Training:
             if self.lock is not None:
                 self.lock.release()
 
-    def _train(self) -> None:
+    def _run_epochs(self) -> None:
         cfg, trainer, history = self.cfg, self.trainer, self.history
         if trainer.state.epoch >= cfg.epochs and trainer.state.epoch > 0:
             self.logger.info(f"already trained for {trainer.state.epoch} epochs; pass a larger --epochs to continue")
@@ -178,7 +179,7 @@ class Training:
                 f"became {output}; lower --lr ({kept})"
             )
 
-    def _test(self) -> TrainResult:
+    def _test_best(self) -> TrainResult:
         """The test set, once, with the best epoch's weights; ``metrics.json`` and the confusion matrix."""
         training_time = time.perf_counter() - self.started
         path = self.output_dir / BEST_MODEL  # rank 0's: the other ranks need not see its disk
@@ -374,7 +375,7 @@ def create_engines(cfg: TrainConfig, model: nn.Module, optimizer: torch.optim.Op
     return engines
 
 
-def _train_here(cfg: TrainConfig, claim: bool = True) -> TrainResult:
+def _train_in_this_process(cfg: TrainConfig, claim: bool = True) -> TrainResult:
     """One process's training (a rank of a distributed job, or the only one)."""
     return build_training(cfg, claim=claim).run()
 
@@ -388,11 +389,12 @@ def train(cfg: TrainConfig | None = None, /, **overrides: Any) -> TrainResult:
     """
     cfg = TrainConfig(**overrides) if cfg is None else cfg.replace(**overrides) if overrides else cfg
     if not requested(cfg):
-        return _train_here(cfg)
+        return _train_in_this_process(cfg)
     output_dir = check_output_dir(cfg.output_dir)
     if cfg.nproc_per_node:  # spawned here: this process holds the run directory for the processes it starts
         with claim_run_dir(output_dir, resume=cfg.resume, overwrite=cfg.overwrite):
-            launch(partial(_train_here, claim=False), cfg)  # rank 0 wrote metrics.json, nothing comes back
+            launch(partial(_train_in_this_process, claim=False), cfg)  # rank 0 wrote metrics.json, nothing comes back
         return TrainResult.from_dir(output_dir)
-    result = launch(_train_here, cfg)  # torchrun: this process's result; rank 0 of the job claims the directory
+    # torchrun: this process's result; rank 0 of the job claims the directory
+    result = launch(_train_in_this_process, cfg)
     return result if result is not None else TrainResult.from_dir(output_dir)

@@ -1,7 +1,7 @@
 """What a run directory guarantees: one writer at a time, and an earlier run is never overwritten without
 ``--overwrite``.
 
-``claim_run_dir`` is the first thing a run does with its directory (``run.build_training``, before its phase 1;
+``claim_run_dir`` is the first thing a run does with its directory (``job.build_training``, before its phase 1;
 rank 0 of a torchrun job, for the job; the launcher of spawned ``--nproc-per-node`` processes, for all of them):
 it takes the directory's lock, an OS-level ``flock`` on ``OUTPUT_DIR/.lock`` held until the run ends, and
 refuses a fresh run into a directory holding an earlier run's files. A process that ends in any way (a crash,

@@ -52,7 +52,7 @@ def run_seeds(base: Any, seeds: list[int], log: Any = print) -> dict[str, Any]:
 
 
 def _sweep(base: Any, root: Path, seeds: list[int], log: Any) -> dict[str, Any]:
-    from ignite_lenet.training.run import train
+    from ignite_lenet.training.job import train
 
     runs: list[dict[str, Any]] = []
     summary: dict[str, Any] = {}

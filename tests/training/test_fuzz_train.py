@@ -31,7 +31,7 @@ from ignite_lenet.model import LeNet5
 from ignite_lenet.seeds import main as seeds_main
 from ignite_lenet.spec import CONFIG, HISTORY, TRAINING_CHECKPOINT
 from ignite_lenet.train import main as train_main
-from ignite_lenet.training.run import train
+from ignite_lenet.training.job import train
 
 HUGE = "100000000000000000000000"  # 10**23
 

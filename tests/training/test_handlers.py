@@ -39,17 +39,6 @@ def _evaluator_with(losses):
     return evaluator
 
 
-def test_history_best_epoch_is_the_first_lowest_validation_loss():
-    history = History()
-    assert history.best_epoch() is None
-    for loss in (0.5, 0.3, 0.3, 0.4):
-        history.record({"loss": 1.0, "accuracy": 0.5}, {"loss": loss, "accuracy": 0.9}, lr=1e-3, epoch_time_s=1.0)
-    assert history.epochs == 4 and history.best_epoch() == 2
-    restored = History()
-    restored.load_state_dict(history.state_dict())
-    assert restored.to_dict() == history.to_dict()
-
-
 @pytest.mark.parametrize("losses, patience, epochs_run", [
     ([1.0, 0.9, 0.95, 0.97, 0.5], 2, 4),  # two epochs without improvement after epoch 2
     ([1.0, 0.9, 0.8, 0.7, 0.6], 2, 5),    # always improving: never stops

@@ -1,4 +1,4 @@
-"""Recipes and the pieces they are made of: config precedence, optimizers, label smoothing, EMA (with exact
+"""Recipes and the pieces they are made of: config precedence, label smoothing, EMA (with exact
 resume), standardisation, and the seeds command — on real MNIST where they train."""
 
 import json
@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import run_module
+from helpers import run_module, train_config
 from ignite.engine import Events
 
 from ignite_lenet.cmdline import explicit_options
@@ -17,14 +17,7 @@ from ignite_lenet.model import LeNet5
 from ignite_lenet.spec import BEST_MODEL, CONFIG, METRICS, TRAINING_CHECKPOINT
 from ignite_lenet.train import get_args_parser, main
 from ignite_lenet.training.notebook_baseline import notebook_loss
-from ignite_lenet.training.optim import create_optimizer
-from ignite_lenet.training.run import build_training, train
-
-
-def _cfg(mnist_dir, out, **kw):
-    """Pinned to the CPU: the tests compare runs bit for bit, whatever --device auto would pick."""
-    return TrainConfig(**{"data_dir": str(mnist_dir), "download": False, "output_dir": str(out), "progress": False,
-                          "device": "cpu", **kw})
+from ignite_lenet.training.job import build_training, train
 
 
 @pytest.mark.parametrize("recipe", list(RECIPES))
@@ -84,18 +77,6 @@ def test_missing_config_file_is_named(tmp_path, capsys):
     assert "nope.json" in capsys.readouterr().err
 
 
-def test_adamw_decay_is_decoupled_lr_times_decay_and_no_decay_means_no_step():
-    # decoupled: w <- w * (1 - lr * wd); Adam's L2 decay would instead be normalised into an lr-sized step
-    for name, decay, expected in (("adamw", 0.5, 1 - 1e-2 * 0.5), ("adam", 0.0, 1.0), ("adam", 0.5, 1 - 1e-2)):
-        weight = torch.nn.Parameter(torch.ones(4))
-        optimizer = create_optimizer([weight], name, lr=1e-2, weight_decay=decay)
-        weight.grad = torch.zeros(4)
-        optimizer.step()
-        torch.testing.assert_close(weight.detach(), torch.full((4,), expected))
-    with pytest.raises(ValueError, match="optimizer"):
-        create_optimizer([weight], "sgd")
-
-
 def test_label_smoothing_is_the_smoothed_cross_entropy_summed():
     logits, targets = torch.randn(8, 10), torch.randint(0, 10, (8,))
     expected = -(F.log_softmax(logits, 1) * (F.one_hot(targets, 10) * 0.9 + 0.01)).sum()
@@ -107,7 +88,7 @@ def test_ema_standardised_run_saves_a_plain_model_and_resumes_exactly(mnist_dir,
     flags = dict(epochs=3, epoch_length=60, batch_size=64, optimizer="adamw", weight_decay=0.05,
                  schedule="onecycle", lr=3e-3, ema_decay=0.99, normalize=True, augment=True, elastic=True,
                  label_smoothing=0.1, train_eval_size=1000, fast_tanh=True)
-    reference = train(_cfg(mnist_dir, tmp_path / "reference", **flags))
+    reference = train(train_config(mnist_dir, tmp_path / "reference", **flags))
     history = reference.history
     assert set(history) == {"train", "val", "val_ema", "lr", "epoch_time_s"} and len(history["val_ema"]["loss"]) == 3
     best = torch.load(tmp_path / "reference" / BEST_MODEL, weights_only=True)
@@ -121,7 +102,7 @@ def test_ema_standardised_run_saves_a_plain_model_and_resumes_exactly(mnist_dir,
     assert loss == pytest.approx(best["val_loss"], rel=1e-4)
     assert reference.metrics["test_accuracy"] > 0.8
 
-    interrupted = _cfg(mnist_dir, tmp_path / "interrupted", **flags)
+    interrupted = train_config(mnist_dir, tmp_path / "interrupted", **flags)
     training = build_training(interrupted)
     training.trainer.add_event_handler(Events.EPOCH_COMPLETED(once=2), lambda engine: engine.terminate())
     training.trainer.run(training.loaders["train"], max_epochs=3)  # stops after epoch 2 (checkpoint written)
@@ -158,8 +139,8 @@ def test_deterministic_run_trains_and_restores_torchs_global_flags(mnist_dir, tm
     before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
     flags = dict(epochs=1, epoch_length=20, augment=True, elastic=True, ema_decay=0.9, normalize=True,
                  deterministic=True)
-    first = train(_cfg(mnist_dir, tmp_path / "a", **flags))
-    second = train(_cfg(mnist_dir, tmp_path / "b", **flags))
+    first = train(train_config(mnist_dir, tmp_path / "a", **flags))
+    second = train(train_config(mnist_dir, tmp_path / "b", **flags))
     assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark) == before
     strip = lambda h: {k: v for k, v in h.items() if k != "epoch_time_s"}  # noqa: E731
     assert strip(first.history) == strip(second.history)

@@ -23,7 +23,7 @@ from ignite_lenet.files import read_json
 from ignite_lenet.seeds import main as seeds_main
 from ignite_lenet.spec import BEST_MODEL, CONFIG, HISTORY, METRICS, RUN_LOCK, TRAINING_CHECKPOINT
 from ignite_lenet.train import main
-from ignite_lenet.training.run import train
+from ignite_lenet.training.job import train
 from ignite_lenet.training.rundir import (
     RunDirectoryInUse,
     RunDirLock,
