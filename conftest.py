@@ -63,11 +63,11 @@ def mnist_data(mnist_dir):
 def trained_checkpoint(mnist_dir, tmp_path_factory) -> Path:
     """``best_model.pt`` of a brief real-MNIST training run (one epoch of 300 iterations, about 90% accurate)."""
     from ignite_lenet.config import TrainConfig
-    from ignite_lenet.train import run
+    from ignite_lenet.training.job import train
 
     out = tmp_path_factory.mktemp("trained")
-    run(TrainConfig(data_dir=str(mnist_dir), download=False, output_dir=str(out), epochs=1, epoch_length=300,
-                    progress=False))
+    train(TrainConfig(data_dir=str(mnist_dir), download=False, output_dir=str(out), epochs=1, epoch_length=300,
+                      progress=False))
     return out / "best_model.pt"
 
 

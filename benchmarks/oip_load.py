@@ -25,7 +25,15 @@ from dataclasses import asdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serve_load import RESULTS, ServerProcess, http_request, machine, mnist_pngs, run_load  # noqa: E402
+from serve_load import (  # noqa: E402
+    ServerProcess,
+    add_load_arguments,
+    report,
+    http_request,
+    machine,
+    mnist_pngs,
+    run_load,
+)
 
 OUTPUTS = ("logits", "probabilities", "label")
 
@@ -88,15 +96,7 @@ def measure(model: str, data_dir: str, requests: int, batch_requests: int, conne
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="exports/lenet5.onnx", help="lenet5.onnx to serve (default: %(default)s)")
-    parser.add_argument("--data-dir", default=os.environ.get("IGNITE_LENET_DATA_DIR", "data"),
-                        help="MNIST, for the digits sent (default: $IGNITE_LENET_DATA_DIR or ./data)")
-    parser.add_argument("--requests", type=int, default=5000, help="requests per batch-1 scenario")
-    parser.add_argument("--batch-requests", type=int, default=200, help="requests per batched scenario")
-    parser.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections (batch 1)")
-    parser.add_argument("--batch", type=int, default=256, help="images per batched request")
-    parser.add_argument("--repeats", type=int, default=3, help="rounds of every scenario (medians are reported)")
-    parser.add_argument("--name", default=None, help="results file name (default: a timestamp)")
+    add_load_arguments(parser, requests=5000, batch_requests=200)
     parser.add_argument("--smoke", action="store_true", help="a few requests, one repeat, no file: a check")
     parser.add_argument("--server-args", nargs=argparse.REMAINDER, default=[],
                         help="the rest of the command line goes to python -m ignite_lenet.serve")
@@ -110,18 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     result = measure(args.model, args.data_dir, args.requests, args.batch_requests, args.connections, args.batch,
                      args.repeats, args.server_args)
     info["load_average_at_end"] = os.getloadavg()
-    result = {"machine": info, "settings": {k: v for k, v in vars(args).items() if k != "name"},
-              "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-              "wall_s": round(time.time() - started, 1), **result}
-    for key, row in result["summary"].items():
-        print(f"{key:18s} {json.dumps(row)}")
     print(f"load average at the end: {info['load_average_at_end']}")
-    if not args.smoke:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / f"oip-{args.name or time.strftime('%Y%m%d-%H%M%S')}.json"
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {path}")
-    return 1 if any(row["errors"] for row in result["summary"].values()) else 0
+    return report(result, args, info, started, prefix="oip-")
 
 
 if __name__ == "__main__":

@@ -362,16 +362,22 @@ def machine() -> dict:
             "onnxruntime": onnxruntime.__version__, "load_average_at_start": load}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_load_arguments(parser: argparse.ArgumentParser, requests: int, batch_requests: int) -> None:
+    """The flags every load benchmark here shares: what is served, the digits sent, how much load, how often."""
     parser.add_argument("--model", default="exports/lenet5.onnx", help="the ONNX model to serve (default: %(default)s)")
     parser.add_argument("--data-dir", default=os.environ.get("IGNITE_LENET_DATA_DIR", "data"),
                         help="MNIST, for the digits sent (default: $IGNITE_LENET_DATA_DIR or ./data)")
-    parser.add_argument("--requests", type=int, default=20_000, help="requests per single-request scenario")
+    parser.add_argument("--requests", type=int, default=requests, help="requests per one-image scenario")
     parser.add_argument("--connections", type=int, default=32, help="concurrent keep-alive connections")
-    parser.add_argument("--batch", type=int, default=256, help="images per multipart request")
-    parser.add_argument("--batch-requests", type=int, default=100, help="multipart requests per scenario")
+    parser.add_argument("--batch", type=int, default=256, help="images per batched request")
+    parser.add_argument("--batch-requests", type=int, default=batch_requests, help="requests per batched scenario")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of every scenario (medians are reported)")
+    parser.add_argument("--name", default=None, help="results file name (default: a timestamp)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_load_arguments(parser, requests=20_000, batch_requests=100)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="server worker counts to compare")
     parser.add_argument("--cold-starts", type=int, default=5, help="cold starts to time")
     parser.add_argument("--wrk-seconds", type=float, default=10.0,
@@ -379,7 +385,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkouts", nargs="+", default=[], metavar="DIR",
                         help="checkouts of the package to serve, each by PYTHONPATH, interleaved (default: the one "
                         "this Python imports)")
-    parser.add_argument("--name", default=None, help="results file name (default: a timestamp)")
     parser.add_argument("--smoke", action="store_true", help="a few hundred requests, one repeat, no file: a check")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -391,14 +396,21 @@ def main(argv: list[str] | None = None) -> int:
     result = measure(args.model, args.data_dir, args.requests, args.connections, args.batch, args.batch_requests,
                      args.repeats, tuple(args.workers), args.cold_starts, wrk_seconds=args.wrk_seconds,
                      checkouts=tuple(args.checkouts))
+    return report(result, args, info, started)
+
+
+def report(result: dict, args: argparse.Namespace, info: dict, started: float, prefix: str = "") -> int:
+    """Print the summary and (unless ``--smoke``) write ``results/serving/PREFIX{--name}.json`` with the machine
+    and the settings; the exit status: 1 when any request failed."""
     result = {"machine": info, "settings": {k: v for k, v in vars(args).items() if k != "name"},
               "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
               "wall_s": round(time.time() - started, 1), **result}
+    width = max(map(len, result["summary"]), default=0) + 1
     for key, row in result["summary"].items():
-        print(f"{key:26s} {json.dumps(row)}")
+        print(f"{key:{width}s} {json.dumps(row)}")
     if not args.smoke:
         RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / f"{args.name or time.strftime('%Y%m%d-%H%M%S')}.json"
+        path = RESULTS / f"{prefix}{args.name or time.strftime('%Y%m%d-%H%M%S')}.json"
         path.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {path}")
     return 1 if any(row.get("errors") for row in result["summary"].values() if isinstance(row, dict)) else 0

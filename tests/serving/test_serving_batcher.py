@@ -84,14 +84,21 @@ def _blank_png() -> bytes:
     return png_bytes(np.zeros((28, 28), np.uint8))
 
 
+async def _one_held(model, digit, max_queued):
+    """A started batcher (no event-loop path) whose first job, ``digit``, is held on the worker thread by
+    ``model`` (a ``GatedModel``) until its gate is set."""
+    batcher = Batcher(model, Limits(max_pixels=1_000_000), max_queued=max_queued, inline_pixels=0)
+    batcher.start()
+    running = asyncio.ensure_future(batcher.submit(Job(digit.png)))
+    await asyncio.sleep(0.05)
+    return batcher, running
+
+
 def test_too_much_queued_is_503_and_shutdown_fails_what_waits(real_model, digits):
     model = GatedModel(real_model)
 
     async def scenario():
-        batcher = Batcher(model, Limits(max_pixels=1_000_000), max_queued=4, inline_pixels=0)
-        batcher.start()
-        running = asyncio.ensure_future(batcher.submit(Job(digits[0].png)))
-        await asyncio.sleep(0.05)  # held on the worker thread
+        batcher, running = await _one_held(model, digits[0], max_queued=4)
         waiting = [asyncio.ensure_future(batcher.submit(Job(d.png))) for d in digits[1:5]]
         await asyncio.sleep(0)
         with pytest.raises(Unavailable, match="busy: 4 images are waiting"):
@@ -110,10 +117,7 @@ def test_readiness_turns_false_when_half_the_queue_is_full_and_at_shutdown(real_
     model = GatedModel(real_model)
 
     async def scenario():
-        batcher = Batcher(model, Limits(max_pixels=1_000_000), max_queued=8, inline_pixels=0)
-        batcher.start()
-        running = asyncio.ensure_future(batcher.submit(Job(digits[0].png)))
-        await asyncio.sleep(0.05)  # held on the worker thread
+        batcher, running = await _one_held(model, digits[0], max_queued=8)
         readiness = [batcher.ready]
         waiting = [asyncio.ensure_future(batcher.submit(Job(d.png))) for d in digits[1:5]]
         await asyncio.sleep(0)
